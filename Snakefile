@@ -1,0 +1,25 @@
+# StormFusion-SEVIR: SEVIR download -> Zarr -> splits -> training -> forecasts -> scores -> report.
+#
+#   snakemake --cores 8 --use-singularity                  # the study (config.yaml)
+#   snakemake --cores 2 --configfile config/demo.yaml      # the synthetic demo
+#
+# The rules live in workflow/rules/; helpers and config validation in common.smk.
+
+
+configfile: "config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/archive.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/verification.smk"
+
+
+rule all:
+    input:
+        final_targets(),
+    default_target: True

@@ -1,0 +1,7 @@
+"""``python -m stormfusion``."""
+
+import sys
+
+from stormfusion.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""SEVIR data: catalog, download, synthetic twin, readers, Zarr archive, splits, loader."""

@@ -1,0 +1,1 @@
+"""The Storm-Graph Transformer, one module per part."""

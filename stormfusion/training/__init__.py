@@ -1,0 +1,1 @@
+"""Training of the learned models, checkpoints and forecasting (`predict`)."""

@@ -1,0 +1,1 @@
+"""Verification: contingency scores, pooled CSI, continuous scores, LPIPS, bootstrap."""

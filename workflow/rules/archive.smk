@@ -1,0 +1,49 @@
+# The Zarr archive (one store per modality) and the train/val/test windows.
+
+
+rule convert_to_zarr:
+    input:
+        events=f"{INTERIM}/events.csv",
+        meta=f"{INTERIM}/events.json",
+        raw=raw_ready(),
+    output:
+        store=directory(f"{INTERIM}/zarr/{{modality}}.zarr"),
+    params:
+        root=RAW,
+        verify=config["convert"]["verify_events"],
+    log:
+        f"{RESULTS}/logs/convert_to_zarr/{{modality}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/convert_to_zarr/{{modality}}.tsv"
+    threads: rule_resources("convert_to_zarr", "threads", 2)
+    resources:
+        mem_mb=rule_resources("convert_to_zarr", "mem_mb", 4000),
+        runtime=rule_resources("convert_to_zarr", "runtime", 60),
+    container:
+        CONTAINER
+    shell:
+        "stormfusion convert --events {input.events} --data-root {params.root}"
+        " --modality {wildcards.modality} --out {output.store}"
+        " --verify-events {params.verify} --workers {threads} > {log} 2>&1"
+
+
+rule split_events:
+    input:
+        events=f"{INTERIM}/events.csv",
+    output:
+        windows=f"{INTERIM}/windows.csv",
+    params:
+        options=split_options(),
+    log:
+        f"{RESULTS}/logs/split_events.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/split_events.tsv"
+    threads: 1
+    resources:
+        mem_mb=rule_resources("split_events", "mem_mb", 1000),
+        runtime=rule_resources("split_events", "runtime", 10),
+    container:
+        CONTAINER
+    shell:
+        "stormfusion split --events {input.events} {params.options}"
+        " --out {output.windows} > {log} 2>&1"

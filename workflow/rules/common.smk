@@ -1,0 +1,176 @@
+# Shared helpers: config validation (defaults come from the schema), paths and run lookups.
+import json
+import shlex
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+validate(config, "../schemas/config.schema.yaml", set_default=True)
+
+RAW = config["paths"]["raw"]
+INTERIM = config["paths"]["interim"]
+RESULTS = config["paths"]["results"]
+MODALITIES = config["selection"]["modalities"]
+RUNS = config["models"]
+CONTAINER = config["container"]
+
+
+wildcard_constraints:
+    run="|".join(sorted(RUNS)) or "NO_RUNS",
+    modality="|".join(MODALITIES),
+
+
+def rule_resources(rule_name, key, default):
+    """A rule's resource from config `resources`, else the given default."""
+    return config["resources"].get(rule_name, {}).get(key, default)
+
+
+def run_model(run):
+    """Registry name of a run's model."""
+    return RUNS[run]["model"]
+
+
+def run_args(run):
+    """A run's constructor arguments, as a shell-quoted JSON string."""
+    return shlex.quote(json.dumps(RUNS[run].get("args", {}), sort_keys=True))
+
+
+def run_training(run):
+    """Training settings of a run: the global `training` block updated by the run's own."""
+    settings = dict(config["training"])
+    settings.update(RUNS[run].get("training") or {})
+    return settings
+
+
+def is_trainable(run):
+    """Whether a run's model has weights to train (from the model registry)."""
+    from stormfusion.models import get_model_class
+
+    return get_model_class(run_model(run)).trainable
+
+
+def raw_ready():
+    """The file that marks the raw archive as complete for the selected events."""
+    if config["source"] == "s3":
+        return f"{INTERIM}/download_manifest.json"
+    return f"{RAW}/synthetic_manifest.json"
+
+
+def zarr_stores():
+    return expand(f"{INTERIM}/zarr/{{modality}}.zarr", modality=MODALITIES)
+
+
+def final_targets():
+    return [
+        f"{RESULTS}/tables/main.csv",
+        f"{RESULTS}/tables/ablations.csv",
+        f"{RESULTS}/tables/per_lead.csv",
+    ]
+
+
+def s3_options():
+    """`stormfusion download` options for the configured bucket."""
+    s3 = config["s3"]
+    opts = ["--bucket", s3["bucket"], "--region", s3["region"], "--retries", str(s3["retries"])]
+    if s3["endpoint_url"]:
+        opts += ["--endpoint-url", s3["endpoint_url"]]
+    return shlex.join(opts)
+
+
+def selection_options():
+    """`stormfusion select-events` options from config `selection`."""
+    sel = config["selection"]
+    opts = ["--kind", sel["kind"], "--seed", str(sel["seed"]), "--modalities", *sel["modalities"]]
+    if sel["years"]:
+        opts += ["--years", *map(str, sel["years"])]
+    if sel["start"]:
+        opts += ["--start", sel["start"]]
+    if sel["end"]:
+        opts += ["--end", sel["end"]]
+    if sel["event_types"]:
+        opts += ["--event-types", *sel["event_types"]]
+    if sel["max_events"]:
+        opts += ["--max-events", str(sel["max_events"])]
+    if not sel["require_complete"]:
+        opts += ["--allow-missing-pixels"]
+    return shlex.join(opts)
+
+
+def split_options():
+    """`stormfusion split` options from config `split`."""
+    sp = config["split"]
+    opts = [
+        "--strategy", sp["strategy"], "--seed", str(sp["seed"]),
+        "--val-fraction", str(sp["val_fraction"]), "--test-fraction", str(sp["test_fraction"]),
+        "--train-end", sp["train_end"], "--val-end", sp["val_end"],
+        "--input-frames", str(sp["input_frames"]), "--output-frames", str(sp["output_frames"]),
+        "--stride", str(sp["stride"]),
+    ]
+    return shlex.join(opts)
+
+
+def training_options(run):
+    """`stormfusion train` options for a run (global training settings + its overrides)."""
+    t = run_training(run)
+    opts = [
+        "--epochs", str(t["epochs"]), "--batch-size", str(t["batch_size"]),
+        "--lr", str(t["lr"]), "--weight-decay", str(t["weight_decay"]),
+        "--grad-clip", str(t["grad_clip"]), "--seed", str(t["seed"]),
+        "--checkpoint-every-steps", str(t["checkpoint_every_steps"]),
+        "--image-size", str(config["data"]["image_size"]),
+        "--num-workers", str(config["data"]["num_workers"]),
+    ]
+    if t.get("max_steps_per_epoch"):
+        opts += ["--max-steps-per-epoch", str(t["max_steps_per_epoch"])]
+    if not config["data"]["augment"]:
+        opts += ["--no-augment"]
+    return shlex.join(opts)
+
+
+def train_launcher(run):
+    """Prefix that starts one training process per GPU (torchrun) when more than one is asked."""
+    gpus = run_training(run)["gpus"]
+    if gpus > 1:
+        return f"torchrun --standalone --nproc_per_node={gpus} -m stormfusion.cli"
+    return "stormfusion"
+
+
+def checkpoint_of(run):
+    """The trained weights a run's forecasts need (none for untrained baselines)."""
+    return [f"{RESULTS}/models/{run}/best.pt"] if is_trainable(run) else []
+
+
+def checkpoint_option(run):
+    ckpt = checkpoint_of(run)
+    return shlex.join(["--checkpoint", ckpt[0]]) if ckpt else ""
+
+
+def lpips_option():
+    weights = config["evaluation"]["lpips_weights"]
+    return shlex.join(["--lpips-weights", weights]) if weights else ""
+
+
+def runs_json():
+    """The runs (model, args, ablation_of) as a shell-quoted JSON string, for the report."""
+    runs = {
+        name: {
+            "model": spec["model"],
+            "args": spec.get("args", {}),
+            "ablation_of": spec.get("ablation_of"),
+            "trainable": is_trainable(name),
+        }
+        for name, spec in RUNS.items()
+    }
+    return shlex.quote(json.dumps(runs, sort_keys=True))
+
+
+def _config_hash():
+    import hashlib
+
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+CONFIG_HASH = _config_hash()

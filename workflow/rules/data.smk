@@ -1,0 +1,97 @@
+# Raw SEVIR: the bucket (source: s3) or the synthetic twin (source: synthetic), then the
+# event index. Downstream rules see the same files either way.
+
+if config["source"] == "synthetic":
+
+    rule synthesize_sevir:
+        output:
+            catalog=f"{RAW}/CATALOG.csv",
+            manifest=f"{RAW}/synthetic_manifest.json",
+        params:
+            out=RAW,
+            events=config["synthetic"]["events"],
+            random_events=config["synthetic"]["random_events"],
+            size=config["synthetic"]["image_size"],
+            year=config["synthetic"]["year"],
+            seed=config["synthetic"]["seed"],
+        log:
+            f"{RESULTS}/logs/synthesize_sevir.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/synthesize_sevir.tsv"
+        threads: 1
+        resources:
+            mem_mb=rule_resources("synthesize_sevir", "mem_mb", 2000),
+            runtime=rule_resources("synthesize_sevir", "runtime", 30),
+        container:
+            CONTAINER
+        shell:
+            "stormfusion synthesize --out {params.out} --events {params.events}"
+            " --random-events {params.random_events} --image-size {params.size}"
+            " --year {params.year} --seed {params.seed} > {log} 2>&1"
+
+else:
+
+    rule download_catalog:
+        output:
+            catalog=f"{RAW}/CATALOG.csv",
+        params:
+            s3=s3_options(),
+            out=RAW,
+        log:
+            f"{RESULTS}/logs/download_catalog.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/download_catalog.tsv"
+        threads: 1
+        resources:
+            mem_mb=rule_resources("download_catalog", "mem_mb", 1000),
+            runtime=rule_resources("download_catalog", "runtime", 30),
+        container:
+            CONTAINER
+        shell:
+            "stormfusion download {params.s3} --out {params.out} --catalog-only > {log} 2>&1"
+
+    rule download_sevir:
+        input:
+            events=f"{INTERIM}/events.csv",
+        output:
+            manifest=f"{INTERIM}/download_manifest.json",
+        params:
+            s3=s3_options(),
+            out=RAW,
+        log:
+            f"{RESULTS}/logs/download_sevir.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/download_sevir.tsv"
+        threads: rule_resources("download_sevir", "threads", 8)
+        resources:
+            mem_mb=rule_resources("download_sevir", "mem_mb", 4000),
+            runtime=rule_resources("download_sevir", "runtime", 720),
+        container:
+            CONTAINER
+        shell:
+            "stormfusion download {params.s3} --out {params.out} --events {input.events}"
+            " --concurrency {threads} --manifest {output.manifest} > {log} 2>&1"
+
+
+rule select_events:
+    input:
+        catalog=f"{RAW}/CATALOG.csv",
+    output:
+        events=f"{INTERIM}/events.csv",
+        meta=f"{INTERIM}/events.json",
+    params:
+        root=RAW,
+        filters=selection_options(),
+    log:
+        f"{RESULTS}/logs/select_events.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/select_events.tsv"
+    threads: 1
+    resources:
+        mem_mb=rule_resources("select_events", "mem_mb", 2000),
+        runtime=rule_resources("select_events", "runtime", 10),
+    container:
+        CONTAINER
+    shell:
+        "stormfusion select-events --catalog {input.catalog} --data-root {params.root}"
+        " {params.filters} --out {output.events} --meta {output.meta} > {log} 2>&1"

@@ -1,0 +1,68 @@
+# Training of every learned run and forecasts of every run over the evaluation split.
+
+
+rule train_model:
+    input:
+        stores=zarr_stores(),
+        windows=f"{INTERIM}/windows.csv",
+        meta=f"{INTERIM}/events.json",
+    output:
+        best=f"{RESULTS}/models/{{run}}/best.pt",
+        metrics=f"{RESULTS}/models/{{run}}/metrics.csv",
+    params:
+        launcher=lambda wc: train_launcher(wc.run),
+        model=lambda wc: run_model(wc.run),
+        args=lambda wc: run_args(wc.run),
+        options=lambda wc: training_options(wc.run),
+        zarr=f"{INTERIM}/zarr",
+        out=lambda wc: f"{RESULTS}/models/{wc.run}",
+    log:
+        f"{RESULTS}/logs/train_model/{{run}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_model/{{run}}.tsv"
+    threads: rule_resources("train_model", "threads", 2)
+    resources:
+        mem_mb=rule_resources("train_model", "mem_mb", 8000),
+        runtime=rule_resources("train_model", "runtime", 120),
+        gpu=lambda wc: run_training(wc.run)["gpus"],
+    container:
+        CONTAINER
+    shell:
+        "{params.launcher} train --model {params.model} --model-args {params.args}"
+        " --zarr-dir {params.zarr} --windows {input.windows} --events-meta {input.meta}"
+        " --out-dir {params.out} {params.options} > {log} 2>&1"
+
+
+rule predict_model:
+    input:
+        stores=zarr_stores(),
+        windows=f"{INTERIM}/windows.csv",
+        meta=f"{INTERIM}/events.json",
+        checkpoint=lambda wc: checkpoint_of(wc.run),
+    output:
+        forecast=directory(f"{RESULTS}/forecasts/{{run}}.zarr"),
+    params:
+        model=lambda wc: run_model(wc.run),
+        args=lambda wc: run_args(wc.run),
+        checkpoint=lambda wc: checkpoint_option(wc.run),
+        zarr=f"{INTERIM}/zarr",
+        split=config["evaluation"]["split"],
+        size=config["data"]["image_size"],
+        batch=config["evaluation"]["batch_size"],
+    log:
+        f"{RESULTS}/logs/predict_model/{{run}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/predict_model/{{run}}.tsv"
+    threads: rule_resources("predict_model", "threads", 2)
+    resources:
+        mem_mb=rule_resources("predict_model", "mem_mb", 8000),
+        runtime=rule_resources("predict_model", "runtime", 60),
+        gpu=lambda wc: rule_resources("predict_model", "gpu", 1) if is_trainable(wc.run) else 0,
+    container:
+        CONTAINER
+    shell:
+        "stormfusion predict --run {wildcards.run} --model {params.model}"
+        " --model-args {params.args} {params.checkpoint} --zarr-dir {params.zarr}"
+        " --windows {input.windows} --events-meta {input.meta} --split {params.split}"
+        " --image-size {params.size} --batch-size {params.batch} --workers {threads}"
+        " --out {output.forecast} > {log} 2>&1"

@@ -1,0 +1,74 @@
+# Scores of every run, then the paper's tables, figures and the Snakemake report.
+
+
+rule score_model:
+    input:
+        forecast=f"{RESULTS}/forecasts/{{run}}.zarr",
+        vil=f"{INTERIM}/zarr/vil.zarr",
+        windows=f"{INTERIM}/windows.csv",
+    output:
+        csv=f"{RESULTS}/scores/{{run}}.csv",
+        summary=f"{RESULTS}/scores/{{run}}.json",
+        counts=f"{RESULTS}/scores/{{run}}.counts.npz",
+    params:
+        lpips=lpips_option(),
+    log:
+        f"{RESULTS}/logs/score_model/{{run}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/score_model/{{run}}.tsv"
+    threads: rule_resources("score_model", "threads", 2)
+    resources:
+        mem_mb=rule_resources("score_model", "mem_mb", 4000),
+        runtime=rule_resources("score_model", "runtime", 30),
+    container:
+        CONTAINER
+    shell:
+        "stormfusion score --forecast {input.forecast} --truth {input.vil}"
+        " --windows {input.windows} {params.lpips} --out-csv {output.csv}"
+        " --out-json {output.summary} --out-counts {output.counts} > {log} 2>&1"
+
+
+rule make_report:
+    input:
+        scores=expand(f"{RESULTS}/scores/{{run}}.counts.npz", run=RUNS),
+        summaries=expand(f"{RESULTS}/scores/{{run}}.json", run=RUNS),
+        forecasts=expand(f"{RESULTS}/forecasts/{{run}}.zarr", run=RUNS),
+        metrics=lambda wc: [
+            f"{RESULTS}/models/{run}/metrics.csv" for run in RUNS if is_trainable(run)
+        ],
+        vil=f"{INTERIM}/zarr/vil.zarr",
+        windows=f"{INTERIM}/windows.csv",
+        meta=f"{INTERIM}/events.json",
+    output:
+        main=f"{RESULTS}/tables/main.csv",
+        ablations=f"{RESULTS}/tables/ablations.csv",
+        per_lead=f"{RESULTS}/tables/per_lead.csv",
+        figures=report(
+            directory(f"{RESULTS}/figures"),
+            patterns=["{name}.png"],
+            caption="../report/figures.rst",
+            category="Figures",
+        ),
+    params:
+        runs=runs_json(),
+        config_hash=CONFIG_HASH,
+        results=RESULTS,
+        zarr=f"{INTERIM}/zarr",
+        panels=config["report"]["panel_events"],
+        bootstrap=config["evaluation"]["bootstrap"],
+        seed=config["evaluation"]["seed"],
+    log:
+        f"{RESULTS}/logs/make_report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/make_report.tsv"
+    threads: 1
+    resources:
+        mem_mb=rule_resources("make_report", "mem_mb", 4000),
+        runtime=rule_resources("make_report", "runtime", 30),
+    container:
+        CONTAINER
+    shell:
+        "stormfusion report --runs {params.runs} --results {params.results}"
+        " --zarr-dir {params.zarr} --windows {input.windows} --events-meta {input.meta}"
+        " --config-hash {params.config_hash} --panel-events {params.panels}"
+        " --bootstrap {params.bootstrap} --seed {params.seed} > {log} 2>&1"
