@@ -19,18 +19,33 @@ NOMINAL_OFFSETS: Final = tuple(range(-120, 121, FRAME_MINUTES))
 
 #: Columns of CATALOG.csv, in order.
 CATALOG_COLUMNS: Final = (
-    "id", "file_name", "file_index", "img_type", "time_utc", "minute_offsets",
-    "episode_id", "event_id", "event_type", "llcrnrlat", "llcrnrlon", "urcrnrlat",
-    "urcrnrlon", "proj", "size_x", "size_y", "height_m", "width_m", "data_min",
-    "data_max", "pct_missing",
+    "id",
+    "file_name",
+    "file_index",
+    "img_type",
+    "time_utc",
+    "minute_offsets",
+    "episode_id",
+    "event_id",
+    "event_type",
+    "llcrnrlat",
+    "llcrnrlon",
+    "urcrnrlat",
+    "urcrnrlon",
+    "proj",
+    "size_x",
+    "size_y",
+    "height_m",
+    "width_m",
+    "data_min",
+    "data_max",
+    "pct_missing",
 )
 
 #: Patch extent in metres (both axes).
 PATCH_METRES: Final = 384_000
 #: Lambert azimuthal equal-area projection used by the catalog.
-PROJ: Final = (
-    "+proj=laea +lat_0=38 +lon_0=-98 +units=m +a=6370997.0 +ellps=sphere"
-)
+PROJ: Final = "+proj=laea +lat_0=38 +lon_0=-98 +units=m +a=6370997.0 +ellps=sphere"
 #: Digital VIL value meaning "missing".
 VIL_MISSING: Final = 255
 #: VIL verification thresholds on the 0..255 scale.
@@ -51,16 +66,33 @@ class Modality:
 
 
 MODALITIES: Final[dict[str, Modality]] = {
-    "vil": Modality("vil", 384, np.uint8, "vertically integrated liquid (digital VIL)",
-                    "1", 1.0, True),
-    "ir069": Modality("ir069", 192, np.int16, "GOES-16 ABI band 9 (6.9 um) brightness temperature",
-                      "degC", 1e-2, True),
-    "ir107": Modality("ir107", 192, np.int16, "GOES-16 ABI band 13 (10.7 um) brightness temperature",
-                      "degC", 1e-2, True),
-    "lght": Modality("lght", 48, np.int32, "GLM lightning flash count per frame",
-                     "flashes", 1.0, False),
-    "vis": Modality("vis", 768, np.int16, "GOES-16 ABI band 2 (0.64 um) reflectance",
-                    "1", 1e-4, True),
+    "vil": Modality(
+        "vil", 384, np.uint8, "vertically integrated liquid (digital VIL)", "1", 1.0, True
+    ),
+    "ir069": Modality(
+        "ir069",
+        192,
+        np.int16,
+        "GOES-16 ABI band 9 (6.9 um) brightness temperature",
+        "degC",
+        1e-2,
+        True,
+    ),
+    "ir107": Modality(
+        "ir107",
+        192,
+        np.int16,
+        "GOES-16 ABI band 13 (10.7 um) brightness temperature",
+        "degC",
+        1e-2,
+        True,
+    ),
+    "lght": Modality(
+        "lght", 48, np.int32, "GLM lightning flash count per frame", "flashes", 1.0, False
+    ),
+    "vis": Modality(
+        "vis", 768, np.int16, "GOES-16 ABI band 2 (0.64 um) reflectance", "1", 1e-4, True
+    ),
 }
 
 #: The modalities the study uses, in the order models see them.
