@@ -48,7 +48,7 @@ RUN pip install \
       "matplotlib==3.11.2" "pysteps==1.21.5" "opencv-python-headless==5.0.0.93" \
       "scikit-image==0.26.0" "snakemake==9.27.1" \
  && pip install --no-deps "lpips==${LPIPS_VERSION}" \
- && python -c "import importlib.resources as r; p = r.files('lpips') / 'weights/v0.1/alex.pth'; assert p.is_file(), p"
+ && test -f "$(python -c 'import importlib.util as u; print(u.find_spec("lpips").submodule_search_locations[0])')/weights/v0.1/alex.pth"
 
 # The LPIPS backbone, fetched at build time into the image's torch cache (checked against
 # the SHA-256 prefix in its name), so scoring never downloads anything.
