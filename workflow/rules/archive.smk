@@ -8,19 +8,21 @@ rule convert_to_zarr:
         raw=raw_ready(),
     output:
         store=directory(f"{INTERIM}/zarr/{{modality}}.zarr"),
-    params:
-        root=RAW,
-        verify=config["convert"]["verify_events"],
     log:
         f"{RESULTS}/logs/convert_to_zarr/{{modality}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/convert_to_zarr/{{modality}}.tsv"
+    conda:
+        CONDA_ENV
+    container:
+        CONTAINER
     threads: rule_resources("convert_to_zarr", "threads", 2)
     resources:
         mem_mb=rule_resources("convert_to_zarr", "mem_mb", 4000),
         runtime=rule_resources("convert_to_zarr", "runtime", 60),
-    container:
-        CONTAINER
+    params:
+        root=RAW,
+        verify=config["convert"]["verify_events"],
     shell:
         "stormfusion convert --events {input.events} --data-root {params.root}"
         " --modality {wildcards.modality} --out {output.store}"
@@ -32,18 +34,20 @@ rule split_events:
         events=f"{INTERIM}/events.csv",
     output:
         windows=f"{INTERIM}/windows.csv",
-    params:
-        options=split_options(),
     log:
         f"{RESULTS}/logs/split_events.log",
     benchmark:
         f"{RESULTS}/benchmarks/split_events.tsv"
+    conda:
+        CONDA_ENV
+    container:
+        CONTAINER
     threads: 1
     resources:
         mem_mb=rule_resources("split_events", "mem_mb", 1000),
         runtime=rule_resources("split_events", "runtime", 10),
-    container:
-        CONTAINER
+    params:
+        options=split_options(),
     shell:
         "stormfusion split --events {input.events} {params.options}"
         " --out {output.windows} > {log} 2>&1"

@@ -15,6 +15,8 @@ RESULTS = config["paths"]["results"]
 MODALITIES = config["selection"]["modalities"]
 RUNS = config["models"]
 CONTAINER = config["container"]
+# `--use-conda`: every rule's environment (paths in `conda:` are relative to the rule files).
+CONDA_ENV = "../../envs/stormfusion.yaml"
 
 
 wildcard_constraints:
@@ -63,17 +65,27 @@ def zarr_stores():
 
 
 def final_targets():
+    """What `rule all` builds: the paper's tables and figures (the HTML report is
+    `snakemake --report`, run by `make demo`)."""
     return [
         f"{RESULTS}/tables/main.csv",
         f"{RESULTS}/tables/ablations.csv",
         f"{RESULTS}/tables/per_lead.csv",
+        f"{RESULTS}/figures",
     ]
 
 
 def s3_options():
     """`stormfusion download` options for the configured bucket."""
     s3 = config["s3"]
-    opts = ["--bucket", s3["bucket"], "--region", s3["region"], "--retries", str(s3["retries"])]
+    opts = [
+        "--bucket",
+        s3["bucket"],
+        "--region",
+        s3["region"],
+        "--retries",
+        str(s3["retries"]),
+    ]
     if s3["endpoint_url"]:
         opts += ["--endpoint-url", s3["endpoint_url"]]
     return shlex.join(opts)
@@ -82,7 +94,14 @@ def s3_options():
 def selection_options():
     """`stormfusion select-events` options from config `selection`."""
     sel = config["selection"]
-    opts = ["--kind", sel["kind"], "--seed", str(sel["seed"]), "--modalities", *sel["modalities"]]
+    opts = [
+        "--kind",
+        sel["kind"],
+        "--seed",
+        str(sel["seed"]),
+        "--modalities",
+        *sel["modalities"],
+    ]
     if sel["years"]:
         opts += ["--years", *map(str, sel["years"])]
     if sel["start"]:
@@ -102,11 +121,24 @@ def split_options():
     """`stormfusion split` options from config `split`."""
     sp = config["split"]
     opts = [
-        "--strategy", sp["strategy"], "--seed", str(sp["seed"]),
-        "--val-fraction", str(sp["val_fraction"]), "--test-fraction", str(sp["test_fraction"]),
-        "--train-end", sp["train_end"], "--val-end", sp["val_end"],
-        "--input-frames", str(sp["input_frames"]), "--output-frames", str(sp["output_frames"]),
-        "--stride", str(sp["stride"]),
+        "--strategy",
+        sp["strategy"],
+        "--seed",
+        str(sp["seed"]),
+        "--val-fraction",
+        str(sp["val_fraction"]),
+        "--test-fraction",
+        str(sp["test_fraction"]),
+        "--train-end",
+        sp["train_end"],
+        "--val-end",
+        sp["val_end"],
+        "--input-frames",
+        str(sp["input_frames"]),
+        "--output-frames",
+        str(sp["output_frames"]),
+        "--stride",
+        str(sp["stride"]),
     ]
     return shlex.join(opts)
 
@@ -115,12 +147,24 @@ def training_options(run):
     """`stormfusion train` options for a run (global training settings + its overrides)."""
     t = run_training(run)
     opts = [
-        "--epochs", str(t["epochs"]), "--batch-size", str(t["batch_size"]),
-        "--lr", str(t["lr"]), "--weight-decay", str(t["weight_decay"]),
-        "--grad-clip", str(t["grad_clip"]), "--seed", str(t["seed"]),
-        "--checkpoint-every-steps", str(t["checkpoint_every_steps"]),
-        "--image-size", str(config["data"]["image_size"]),
-        "--num-workers", str(config["data"]["num_workers"]),
+        "--epochs",
+        str(t["epochs"]),
+        "--batch-size",
+        str(t["batch_size"]),
+        "--lr",
+        str(t["lr"]),
+        "--weight-decay",
+        str(t["weight_decay"]),
+        "--grad-clip",
+        str(t["grad_clip"]),
+        "--seed",
+        str(t["seed"]),
+        "--checkpoint-every-steps",
+        str(t["checkpoint_every_steps"]),
+        "--image-size",
+        str(config["data"]["image_size"]),
+        "--num-workers",
+        str(config["data"]["num_workers"]),
     ]
     if t.get("max_steps_per_epoch"):
         opts += ["--max-steps-per-epoch", str(t["max_steps_per_epoch"])]

@@ -7,6 +7,18 @@ if config["source"] == "synthetic":
         output:
             catalog=f"{RAW}/CATALOG.csv",
             manifest=f"{RAW}/synthetic_manifest.json",
+        log:
+            f"{RESULTS}/logs/synthesize_sevir.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/synthesize_sevir.tsv"
+        conda:
+            CONDA_ENV
+        container:
+            CONTAINER
+        threads: 1
+        resources:
+            mem_mb=rule_resources("synthesize_sevir", "mem_mb", 2000),
+            runtime=rule_resources("synthesize_sevir", "runtime", 30),
         params:
             out=RAW,
             events=config["synthetic"]["events"],
@@ -14,16 +26,6 @@ if config["source"] == "synthetic":
             size=config["synthetic"]["image_size"],
             year=config["synthetic"]["year"],
             seed=config["synthetic"]["seed"],
-        log:
-            f"{RESULTS}/logs/synthesize_sevir.log",
-        benchmark:
-            f"{RESULTS}/benchmarks/synthesize_sevir.tsv"
-        threads: 1
-        resources:
-            mem_mb=rule_resources("synthesize_sevir", "mem_mb", 2000),
-            runtime=rule_resources("synthesize_sevir", "runtime", 30),
-        container:
-            CONTAINER
         shell:
             "stormfusion synthesize --out {params.out} --events {params.events}"
             " --random-events {params.random_events} --image-size {params.size}"
@@ -34,19 +36,21 @@ else:
     rule download_catalog:
         output:
             catalog=f"{RAW}/CATALOG.csv",
-        params:
-            s3=s3_options(),
-            out=RAW,
         log:
             f"{RESULTS}/logs/download_catalog.log",
         benchmark:
             f"{RESULTS}/benchmarks/download_catalog.tsv"
+        conda:
+            CONDA_ENV
+        container:
+            CONTAINER
         threads: 1
         resources:
             mem_mb=rule_resources("download_catalog", "mem_mb", 1000),
             runtime=rule_resources("download_catalog", "runtime", 30),
-        container:
-            CONTAINER
+        params:
+            s3=s3_options(),
+            out=RAW,
         shell:
             "stormfusion download {params.s3} --out {params.out} --catalog-only > {log} 2>&1"
 
@@ -55,19 +59,21 @@ else:
             events=f"{INTERIM}/events.csv",
         output:
             manifest=f"{INTERIM}/download_manifest.json",
-        params:
-            s3=s3_options(),
-            out=RAW,
         log:
             f"{RESULTS}/logs/download_sevir.log",
         benchmark:
             f"{RESULTS}/benchmarks/download_sevir.tsv"
+        conda:
+            CONDA_ENV
+        container:
+            CONTAINER
         threads: rule_resources("download_sevir", "threads", 8)
         resources:
             mem_mb=rule_resources("download_sevir", "mem_mb", 4000),
             runtime=rule_resources("download_sevir", "runtime", 720),
-        container:
-            CONTAINER
+        params:
+            s3=s3_options(),
+            out=RAW,
         shell:
             "stormfusion download {params.s3} --out {params.out} --events {input.events}"
             " --concurrency {threads} --manifest {output.manifest} > {log} 2>&1"
@@ -79,19 +85,21 @@ rule select_events:
     output:
         events=f"{INTERIM}/events.csv",
         meta=f"{INTERIM}/events.json",
-    params:
-        root=RAW,
-        filters=selection_options(),
     log:
         f"{RESULTS}/logs/select_events.log",
     benchmark:
         f"{RESULTS}/benchmarks/select_events.tsv"
+    conda:
+        CONDA_ENV
+    container:
+        CONTAINER
     threads: 1
     resources:
         mem_mb=rule_resources("select_events", "mem_mb", 2000),
         runtime=rule_resources("select_events", "runtime", 10),
-    container:
-        CONTAINER
+    params:
+        root=RAW,
+        filters=selection_options(),
     shell:
         "stormfusion select-events --catalog {input.catalog} --data-root {params.root}"
         " {params.filters} --out {output.events} --meta {output.meta} > {log} 2>&1"

@@ -9,6 +9,19 @@ rule train_model:
     output:
         best=f"{RESULTS}/models/{{run}}/best.pt",
         metrics=f"{RESULTS}/models/{{run}}/metrics.csv",
+    log:
+        f"{RESULTS}/logs/train_model/{{run}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_model/{{run}}.tsv"
+    conda:
+        CONDA_ENV
+    container:
+        CONTAINER
+    threads: rule_resources("train_model", "threads", 2)
+    resources:
+        mem_mb=rule_resources("train_model", "mem_mb", 8000),
+        runtime=rule_resources("train_model", "runtime", 120),
+        gpu=lambda wc: run_training(wc.run)["gpus"],
     params:
         launcher=lambda wc: train_launcher(wc.run),
         model=lambda wc: run_model(wc.run),
@@ -16,17 +29,6 @@ rule train_model:
         options=lambda wc: training_options(wc.run),
         zarr=f"{INTERIM}/zarr",
         out=lambda wc: f"{RESULTS}/models/{wc.run}",
-    log:
-        f"{RESULTS}/logs/train_model/{{run}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/train_model/{{run}}.tsv"
-    threads: rule_resources("train_model", "threads", 2)
-    resources:
-        mem_mb=rule_resources("train_model", "mem_mb", 8000),
-        runtime=rule_resources("train_model", "runtime", 120),
-        gpu=lambda wc: run_training(wc.run)["gpus"],
-    container:
-        CONTAINER
     shell:
         "{params.launcher} train --model {params.model} --model-args {params.args}"
         " --zarr-dir {params.zarr} --windows {input.windows} --events-meta {input.meta}"
@@ -41,6 +43,21 @@ rule predict_model:
         checkpoint=lambda wc: checkpoint_of(wc.run),
     output:
         forecast=directory(f"{RESULTS}/forecasts/{{run}}.zarr"),
+    log:
+        f"{RESULTS}/logs/predict_model/{{run}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/predict_model/{{run}}.tsv"
+    conda:
+        CONDA_ENV
+    container:
+        CONTAINER
+    threads: rule_resources("predict_model", "threads", 2)
+    resources:
+        mem_mb=rule_resources("predict_model", "mem_mb", 8000),
+        runtime=rule_resources("predict_model", "runtime", 60),
+        gpu=lambda wc: (
+            rule_resources("predict_model", "gpu", 1) if is_trainable(wc.run) else 0
+        ),
     params:
         model=lambda wc: run_model(wc.run),
         args=lambda wc: run_args(wc.run),
@@ -49,17 +66,6 @@ rule predict_model:
         split=config["evaluation"]["split"],
         size=config["data"]["image_size"],
         batch=config["evaluation"]["batch_size"],
-    log:
-        f"{RESULTS}/logs/predict_model/{{run}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/predict_model/{{run}}.tsv"
-    threads: rule_resources("predict_model", "threads", 2)
-    resources:
-        mem_mb=rule_resources("predict_model", "mem_mb", 8000),
-        runtime=rule_resources("predict_model", "runtime", 60),
-        gpu=lambda wc: rule_resources("predict_model", "gpu", 1) if is_trainable(wc.run) else 0,
-    container:
-        CONTAINER
     shell:
         "stormfusion predict --run {wildcards.run} --model {params.model}"
         " --model-args {params.args} {params.checkpoint} --zarr-dir {params.zarr}"

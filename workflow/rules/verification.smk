@@ -10,18 +10,20 @@ rule score_model:
         csv=f"{RESULTS}/scores/{{run}}.csv",
         summary=f"{RESULTS}/scores/{{run}}.json",
         counts=f"{RESULTS}/scores/{{run}}.counts.npz",
-    params:
-        lpips=lpips_option(),
     log:
         f"{RESULTS}/logs/score_model/{{run}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/score_model/{{run}}.tsv"
+    conda:
+        CONDA_ENV
+    container:
+        CONTAINER
     threads: rule_resources("score_model", "threads", 2)
     resources:
         mem_mb=rule_resources("score_model", "mem_mb", 4000),
         runtime=rule_resources("score_model", "runtime", 30),
-    container:
-        CONTAINER
+    params:
+        lpips=lpips_option(),
     shell:
         "stormfusion score --forecast {input.forecast} --truth {input.vil}"
         " --windows {input.windows} {params.lpips} --out-csv {output.csv}"
@@ -49,6 +51,18 @@ rule make_report:
             caption="../report/figures.rst",
             category="Figures",
         ),
+    log:
+        f"{RESULTS}/logs/make_report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/make_report.tsv"
+    conda:
+        CONDA_ENV
+    container:
+        CONTAINER
+    threads: 1
+    resources:
+        mem_mb=rule_resources("make_report", "mem_mb", 4000),
+        runtime=rule_resources("make_report", "runtime", 30),
     params:
         runs=runs_json(),
         config_hash=CONFIG_HASH,
@@ -57,16 +71,6 @@ rule make_report:
         panels=config["report"]["panel_events"],
         bootstrap=config["evaluation"]["bootstrap"],
         seed=config["evaluation"]["seed"],
-    log:
-        f"{RESULTS}/logs/make_report.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/make_report.tsv"
-    threads: 1
-    resources:
-        mem_mb=rule_resources("make_report", "mem_mb", 4000),
-        runtime=rule_resources("make_report", "runtime", 30),
-    container:
-        CONTAINER
     shell:
         "stormfusion report --runs {params.runs} --results {params.results}"
         " --zarr-dir {params.zarr} --windows {input.windows} --events-meta {input.meta}"
