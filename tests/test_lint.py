@@ -1,0 +1,58 @@
+"""Static checks run in CI: ruff, mypy, snakefmt and `snakemake --lint` (make lint)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from workflow_support import REPO, VENV_BIN, demo_config, snakemake, write_config
+
+
+def _tool(*cmd: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(VENV_BIN / cmd[0]), *cmd[1:]],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _report(proc: subprocess.CompletedProcess[str]) -> str:
+    return f"{' '.join(map(str, proc.args))} -> {proc.returncode}\n{proc.stdout}{proc.stderr}"
+
+
+def test_ruff_check() -> None:
+    proc = _tool("ruff", "check", "--no-cache", ".")
+    assert proc.returncode == 0, _report(proc)
+
+
+def test_ruff_format() -> None:
+    proc = _tool("ruff", "format", "--check", "--no-cache", "stormfusion", "tests", "benchmarks")
+    assert proc.returncode == 0, _report(proc)
+
+
+def test_mypy_whole_package(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "mypy")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, _report(proc)
+
+
+def test_snakefmt_check() -> None:
+    proc = _tool("snakefmt", "--check", "Snakefile", "workflow/")
+    assert proc.returncode == 0, _report(proc)
+
+
+def test_snakemake_lint_on_the_demo_config(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    write_config(work, demo_config())
+    proc = snakemake(work, "--lint", check=False)
+    assert proc.returncode == 0, _report(proc)

@@ -1,0 +1,165 @@
+"""The DAG as a whole: dry runs of the study, the published protocol and the demo, config
+validation against the schema, and the profiles. Nothing here runs a step."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from workflow_support import (
+    REPO,
+    STUDY_RULES,
+    demo_config,
+    merge,
+    planned_jobs,
+    planned_runs,
+    snakemake,
+    study_config,
+    tiny_config,
+    write_config,
+)
+
+from stormfusion.models import get_model_class
+
+
+def _study_work(tmp_path: Path) -> Path:
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(REPO / "config.yaml", work / "config.yaml")
+    return work
+
+
+def test_study_dry_run_lists_every_job_of_the_study(tmp_path: Path) -> None:
+    config = study_config()
+    runs = config["models"]
+    trained = {name for name, spec in runs.items() if get_model_class(spec["model"]).trainable}
+    work = _study_work(tmp_path)
+
+    out = snakemake(work, "--dry-run", "--cores", "8").stdout
+
+    counts = planned_jobs(out)
+    assert counts == {
+        "all": 1,
+        "download_catalog": 1,
+        "select_events": 1,
+        "download_sevir": 1,
+        "convert_to_zarr": 4,
+        "split_events": 1,
+        "train_model": 7,
+        "predict_model": 9,
+        "score_model": 9,
+        "make_report": 1,
+    }
+    assert set(counts) - {"all"} == set(STUDY_RULES)
+    assert planned_runs(out, "train_model") == trained
+    assert planned_runs(out, "predict_model") == set(runs)
+    assert planned_runs(out, "score_model") == set(runs)
+
+
+def test_study_commands_follow_the_config(tmp_path: Path) -> None:
+    work = _study_work(tmp_path)
+    out = snakemake(work, "--dry-run", "--printshellcmds", "--cores", "8").stdout
+    # the seed preset: 541 storm events of 2019H2 from the bucket, 80/20 random split, 12 -> 6
+    assert "stormfusion download --bucket sevir --region us-east-1" in out
+    assert "--max-events 541" in out
+    assert "--start 2019-07-01 --end 2020-01-01" in out
+    assert "--strategy random" in out and "--val-fraction 0.2" in out
+    assert "--input-frames 12 --output-frames 6" in out
+    assert "--split val" in out
+    # learned models train on a GPU, baselines forecast without one
+    assert "gpu=1" in out
+
+
+def test_protocol_overlay_merges_over_the_study_config(tmp_path: Path) -> None:
+    work = _study_work(tmp_path)
+    out = snakemake(
+        work,
+        "--dry-run",
+        "--printshellcmds",
+        "--cores",
+        "8",
+        "--configfile",
+        str(REPO / "config" / "protocols" / "sevir.yaml"),
+    ).stdout
+    assert "--strategy date" in out
+    assert "--train-end 2019-01-01 --val-end 2019-06-01" in out
+    assert "--input-frames 13 --output-frames 12 --stride 12" in out
+    assert "--split test" in out
+    # the seed preset's event cap and date range are cleared: every storm event
+    assert "--max-events" not in out
+    assert "--start 2019-07-01" not in out
+    assert "--kind storm" in out and "--modalities vil ir069 ir107 lght" in out
+    # the models and their resources still come from config.yaml
+    assert planned_jobs(out)["train_model"] == 7
+    assert "results/sevir-protocol/tables/main.csv" in out
+
+
+def test_demo_dry_run_uses_the_synthetic_twin(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    write_config(work, demo_config())
+    out = snakemake(work, "--dry-run", "--printshellcmds", "--cores", "2").stdout
+    counts = planned_jobs(out)
+    assert counts["synthesize_sevir"] == 1
+    assert "download_sevir" not in counts and "download_catalog" not in counts
+    assert counts["predict_model"] == counts["score_model"] == len(study_config()["models"])
+    assert "stormfusion synthesize" in out
+    assert "gpu=1" not in out  # the demo runs on CPU
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"split": {"strategy": "sideways"}}, "sideways"),
+        ({"selection": {"modalities": ["vil", "radar"]}}, "radar"),
+        ({"training": {"epochs": 0}}, "epochs"),
+        ({"models": {"broken": {"model": "unet2d", "argz": {}}}}, "argz"),
+        ({"colour": "blue"}, "colour"),
+    ],
+)
+def test_invalid_config_is_rejected_with_the_key_named(
+    tmp_path: Path, change: dict[str, object], message: str
+) -> None:
+    work = tmp_path / "work"
+    write_config(work, merge(tiny_config(), change))
+    proc = snakemake(work, "--dry-run", "--cores", "1", check=False)
+    assert proc.returncode != 0
+    combined = proc.stdout + proc.stderr
+    assert "validat" in combined.lower()
+    assert message in combined
+
+
+def test_schema_defaults_fill_a_minimal_config(tmp_path: Path) -> None:
+    """A config with only the runs gets every other setting from the schema."""
+    work = tmp_path / "work"
+    write_config(work, {"models": {"persistence": {"model": "persistence"}}})
+    out = snakemake(work, "--dry-run", "--printshellcmds", "--cores", "1").stdout
+    counts = planned_jobs(out)
+    assert counts["synthesize_sevir"] == 1  # default source: synthetic
+    assert counts["convert_to_zarr"] == 4
+    assert "train_model" not in counts  # persistence has no weights
+    assert "--events 48 --random-events 8 --image-size 384" in out
+
+
+def test_local_profile_runs_a_dry_run(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    write_config(work, tiny_config())
+    out = snakemake(work, "--profile", str(REPO / "profiles" / "local"), "--dry-run").stdout
+    assert planned_jobs(out)["make_report"] == 1
+
+
+def test_slurm_profile_requests_gpus_and_containers() -> None:
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    assert profile["executor"] == "slurm"
+    assert profile["software-deployment-method"] == "apptainer"
+    assert "--nv" in profile["apptainer-args"].split()
+    assert profile["slurm-status-command"] == "squeue"
+    assert {"slurm_account", "slurm_partition", "mem_mb", "runtime"} <= set(
+        profile["default-resources"]
+    )
+    assert profile["set-resources"]["train_model"]["slurm_partition"] == "gpu"
+    # the learned runs ask for the GPU in the study config
+    resources = study_config()["resources"]
+    assert resources["train_model"]["gpu"] == 1
+    assert resources["predict_model"]["gpu"] == 1
