@@ -16,15 +16,25 @@ Output: VIL on the 0..255 digital scale, shape (B, T_out, H, W), float32.
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from stormfusion.data.normalization import denormalize
 from stormfusion.data.sevir import STUDY_MODALITIES
+from stormfusion.errors import StormFusionError
 
 #: Scale that maps VIL 0..255 to the loss's 0..1 range.
 VIL_SCALE: float = 255.0
+
+
+def as_modalities(modalities: Sequence[str] | str) -> tuple[str, ...]:
+    """Normalise a modality argument (a name or a sequence of names; JSON gives lists)."""
+    if isinstance(modalities, str):
+        return (modalities,)
+    return tuple(modalities)
 
 
 class ForecastModel(nn.Module, abc.ABC):
@@ -37,16 +47,28 @@ class ForecastModel(nn.Module, abc.ABC):
     #: Whether the trainer should optimise this model (False for persistence, optical flow).
     trainable: ClassVar[bool] = True
 
-    def __init__(self, modalities: tuple[str, ...], input_frames: int, output_frames: int) -> None:
+    def __init__(
+        self, modalities: Sequence[str] | str, input_frames: int, output_frames: int
+    ) -> None:
         super().__init__()
+        modalities = as_modalities(modalities)
         unknown = [m for m in modalities if m not in STUDY_MODALITIES]
         if unknown:
-            raise ValueError(f"unknown modalities {unknown}; valid: {list(STUDY_MODALITIES)}")
+            raise StormFusionError(
+                f"unknown modalities {unknown} in model argument 'modalities'; "
+                f"valid: {list(STUDY_MODALITIES)}"
+            )
+        if not modalities:
+            raise StormFusionError("model argument 'modalities' is empty")
+        if len(set(modalities)) != len(modalities):
+            raise StormFusionError(f"model argument 'modalities' repeats a name: {modalities}")
         if input_frames < 1 or output_frames < 1:
-            raise ValueError("input_frames and output_frames must be >= 1")
-        self.modalities = tuple(modalities)
-        self.input_frames = input_frames
-        self.output_frames = output_frames
+            raise StormFusionError(
+                f"input_frames ({input_frames}) and output_frames ({output_frames}) must be >= 1"
+            )
+        self.modalities = modalities
+        self.input_frames = int(input_frames)
+        self.output_frames = int(output_frames)
 
     @abc.abstractmethod
     def forward(self, inputs: dict[str, Tensor], mask: Tensor) -> Tensor:
@@ -68,3 +90,48 @@ class ForecastModel(nn.Module, abc.ABC):
     def forecast(self, inputs: dict[str, Tensor], mask: Tensor) -> Tensor:
         """The contract's forecast: (B, T_out, H, W) VIL clamped to [0, 255]."""
         return self(inputs, mask).clamp(0.0, VIL_SCALE)
+
+    # -- helpers shared by the models -------------------------------------------------
+
+    def check_inputs(self, inputs: dict[str, Tensor], mask: Tensor) -> tuple[int, int, int]:
+        """Check the batch against the contract; returns (B, H, W).
+
+        Every modality in :attr:`modalities` must be present with shape (B, T_in, H, W),
+        the same for all, and ``mask`` must be (B, 4).
+        """
+        missing = [m for m in self.modalities if m not in inputs]
+        if missing:
+            raise StormFusionError(
+                f"{type(self).__name__} needs input modalities {missing}; "
+                f"the batch has {sorted(inputs)}"
+            )
+        first = inputs[self.modalities[0]]
+        if first.ndim != 4:
+            raise StormFusionError(
+                f"input {self.modalities[0]!r} must be (B, T_in, H, W); got {tuple(first.shape)}"
+            )
+        b, _, h, w = first.shape
+        for name in self.modalities:
+            shape = tuple(inputs[name].shape)
+            if shape != (b, self.input_frames, h, w):
+                raise StormFusionError(
+                    f"input {name!r} has shape {shape}; expected "
+                    f"({b}, {self.input_frames}, {h}, {w}) (input_frames={self.input_frames})"
+                )
+        if tuple(mask.shape) != (b, len(STUDY_MODALITIES)):
+            raise StormFusionError(
+                f"mask has shape {tuple(mask.shape)}; expected ({b}, {len(STUDY_MODALITIES)})"
+            )
+        return b, h, w
+
+    def modality_mask(self, mask: Tensor) -> Tensor:
+        """Columns of ``mask`` (B, 4) for this model's modalities, in their order: (B, M)."""
+        index = [STUDY_MODALITIES.index(m) for m in self.modalities]
+        return mask[:, index]
+
+
+def last_vil(inputs: dict[str, Tensor]) -> Tensor:
+    """The latest input VIL frame back on the 0..255 scale (clamped to it), (B, 1, H, W)."""
+    if "vil" not in inputs:
+        raise StormFusionError(f"the batch has no 'vil' input (it has {sorted(inputs)})")
+    return denormalize("vil", inputs["vil"][:, -1:]).clamp(0.0, VIL_SCALE)
