@@ -1,0 +1,480 @@
+"""Download SEVIR from S3 (the public ``sevir`` bucket, a mirror, or a loopback test server).
+
+- Requests are anonymous (``botocore.UNSIGNED``) unless ``signed`` is asked for.
+- ``CATALOG.csv`` goes to ``<out>/CATALOG.csv``; data keys ``data/<file_name>`` go to
+  ``<out>/data/<file_name>``, the same tree as the bucket.
+- Files are fetched in parallel by boto3's transfer manager (``max_concurrency`` threads
+  shared by all files, ranged GETs for large ones) into a temporary name in the target's
+  directory, verified, then renamed. A kill leaves only temporaries, which the next run
+  removes.
+- Verification: the size must equal the object's ``ContentLength`` and the ETag must match:
+  a single-part ETag is the MD5 of the bytes; a multipart ETag (``<hex>-N``) is the MD5 of
+  the N part MD5s concatenated, so the part size is needed: it is taken from ``HEAD
+  ?partNumber=1`` where the server answers it, else from the transfer configuration's
+  ``multipart_chunksize``, else from every whole-MiB part size consistent with the size and
+  N. All candidates are checked in one pass over the file.
+- A file already present and matching is skipped (``<out>/.download_state.json`` remembers
+  verified files by size and mtime so they are not hashed again).
+- A failed or unverifiable file is deleted and retried with exponential backoff; after
+  ``retries`` retries the run fails naming every file that could not be fetched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.exceptions
+from boto3.s3.transfer import TransferConfig, create_transfer_manager
+from botocore import UNSIGNED
+from botocore.config import Config
+from s3transfer.futures import TransferFuture
+from s3transfer.subscribers import BaseSubscriber
+from tqdm import tqdm
+
+from stormfusion.data.catalog import DATA_PREFIX, check_file_name
+from stormfusion.errors import StormFusionError
+from stormfusion.io import remove_path, write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+CATALOG_KEY = "CATALOG.csv"
+STATE_NAME = ".download_state.json"
+MIB = 1 << 20
+_BLOCK = 4 * MIB
+_PART_MARK = ".part-"
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """Where and how to fetch."""
+
+    bucket: str = "sevir"
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    retries: int = 5
+    concurrency: int = 8
+    signed: bool = False
+    #: multipart threshold and part size of the transfer manager (bytes)
+    chunk_size: int = 8 * MIB
+    #: first backoff delay in seconds (doubles each retry, with jitter)
+    backoff_s: float = 1.0
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0
+
+    def where(self) -> str:
+        return f"s3://{self.bucket}" + (f" at {self.endpoint_url}" if self.endpoint_url else "")
+
+
+@dataclass(frozen=True)
+class RemoteObject:
+    """An object's key, size and ETag (quotes stripped), and its part-1 size if known."""
+
+    key: str
+    size: int
+    etag: str
+    part_size: int | None = None
+
+    @property
+    def parts(self) -> int:
+        """Number of multipart parts (1 for a single-part upload)."""
+        _, _, n = self.etag.partition("-")
+        return int(n) if n.isdigit() else 1
+
+
+def make_client(opts: S3Options) -> Any:
+    """A boto3 S3 client: unsigned unless ``opts.signed``."""
+    config = Config(
+        signature_version=None if opts.signed else UNSIGNED,
+        region_name=opts.region,
+        connect_timeout=opts.connect_timeout_s,
+        read_timeout=opts.read_timeout_s,
+        retries={"max_attempts": 2, "mode": "standard"},
+        max_pool_connections=max(10, 2 * opts.concurrency),
+    )
+    return boto3.session.Session().client(
+        "s3", endpoint_url=opts.endpoint_url, config=config
+    )
+
+
+def _error_code(exc: botocore.exceptions.ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _describe(exc: BaseException, opts: S3Options, key: str) -> StormFusionError:
+    """Turn a boto error about ``key`` into one clear message."""
+    url = f"s3://{opts.bucket}/{key}"
+    if isinstance(exc, botocore.exceptions.EndpointConnectionError | (
+        botocore.exceptions.ConnectTimeoutError
+    )):
+        return StormFusionError(
+            f"cannot reach the S3 endpoint {opts.endpoint_url or 'of AWS'} for {url}: {exc}"
+        )
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code = _error_code(exc)
+        if code in ("NoSuchBucket",):
+            return StormFusionError(f"bucket {opts.bucket!r} does not exist ({opts.where()})")
+        if code in ("404", "NoSuchKey", "NotFound"):
+            return StormFusionError(f"{url}: no such object ({opts.where()})")
+        if code in ("403", "AccessDenied", "Forbidden"):
+            hint = "" if opts.signed else " (anonymous request: is it public? --signed signs)"
+            return StormFusionError(f"{url}: access denied{hint}")
+        return StormFusionError(f"{url}: S3 error {code}: {exc}")
+    return StormFusionError(f"{url}: {type(exc).__name__}: {exc}")
+
+
+def head_object(client: Any, opts: S3Options, key: str) -> RemoteObject:
+    """Size and ETag of ``key`` (and its part size for multipart objects)."""
+    try:
+        head = client.head_object(Bucket=opts.bucket, Key=key)
+    except botocore.exceptions.ClientError as exc:
+        if _error_code(exc) in ("404", "NotFound", "NoSuchKey") and not _bucket_exists(
+            client, opts
+        ):
+            raise StormFusionError(
+                f"bucket {opts.bucket!r} does not exist ({opts.where()})"
+            ) from None
+        raise _describe(exc, opts, key) from None
+    except (botocore.exceptions.BotoCoreError, OSError) as exc:
+        raise _describe(exc, opts, key) from None
+    obj = RemoteObject(key, int(head["ContentLength"]), str(head["ETag"]).strip('"'))
+    if obj.parts > 1:
+        try:
+            part = client.head_object(Bucket=opts.bucket, Key=key, PartNumber=1)
+            part_len = int(part["ContentLength"])
+            if int(part.get("PartsCount", obj.parts)) == obj.parts and part_len < obj.size:
+                obj = RemoteObject(obj.key, obj.size, obj.etag, part_len)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            logger.debug("%s: HEAD partNumber=1 not answered (%s)", key, exc)
+    return obj
+
+
+def _bucket_exists(client: Any, opts: S3Options) -> bool:
+    try:
+        client.head_bucket(Bucket=opts.bucket)
+    except botocore.exceptions.ClientError as exc:
+        return _error_code(exc) not in ("404", "NoSuchBucket", "NotFound")
+    except botocore.exceptions.BotoCoreError:
+        return True
+    return True
+
+
+def candidate_part_sizes(obj: RemoteObject, chunk_size: int) -> list[int]:
+    """Part sizes that could have produced ``obj``'s multipart ETag, most likely first."""
+    n = obj.parts
+    if n <= 1:
+        return []
+    out: list[int] = []
+    if obj.part_size:
+        out.append(obj.part_size)
+    low = -(-obj.size // n)  # ceil: smallest part size giving n parts
+    high = (obj.size - 1) // (n - 1)  # largest part size still giving n parts
+    if low <= chunk_size <= high:
+        out.append(chunk_size)
+    mib = -(-low // MIB) * MIB
+    while mib <= high and len(out) < 16:
+        out.append(mib)
+        mib += MIB
+    if not out:
+        out.append(low)
+    return list(dict.fromkeys(out))
+
+
+def file_etags(path: Path, part_sizes: Sequence[int]) -> tuple[str, dict[int, str]]:
+    """MD5 of the file, and the multipart ETag for each part size, from one read."""
+    whole = hashlib.md5(usedforsecurity=False)
+    digests: dict[int, list[bytes]] = {p: [] for p in part_sizes}
+    current = {p: hashlib.md5(usedforsecurity=False) for p in part_sizes}
+    filled = dict.fromkeys(part_sizes, 0)
+    with path.open("rb") as fh:
+        while block := fh.read(_BLOCK):
+            whole.update(block)
+            for p in part_sizes:
+                view = memoryview(block)
+                while view:
+                    take = min(p - filled[p], len(view))
+                    current[p].update(view[:take])
+                    filled[p] += take
+                    view = view[take:]
+                    if filled[p] == p:
+                        digests[p].append(current[p].digest())
+                        current[p] = hashlib.md5(usedforsecurity=False)
+                        filled[p] = 0
+    etags: dict[int, str] = {}
+    for p in part_sizes:
+        parts = digests[p] + ([current[p].digest()] if filled[p] else [])
+        etags[p] = hashlib.md5(b"".join(parts), usedforsecurity=False).hexdigest() + (
+            f"-{len(parts)}"
+        )
+    return whole.hexdigest(), etags
+
+
+def verify_file(path: Path, obj: RemoteObject, chunk_size: int = 8 * MIB) -> str | None:
+    """None if ``path`` holds exactly ``obj``; otherwise what is wrong."""
+    size = path.stat().st_size
+    if size != obj.size:
+        return f"size {size} != {obj.size} bytes of the object"
+    if obj.parts <= 1:
+        md5, _ = file_etags(path, [])
+        if len(obj.etag) == 32 and md5 != obj.etag:
+            return f"MD5 {md5} != ETag {obj.etag}"
+        if len(obj.etag) != 32:
+            logger.warning("%s: ETag %r is not an MD5; checked the size only", obj.key, obj.etag)
+        return None
+    sizes = candidate_part_sizes(obj, chunk_size)
+    _, etags = file_etags(path, sizes)
+    if obj.etag in etags.values():
+        return None
+    return f"multipart ETag {obj.etag} matches no part size among {sizes}"
+
+
+class _State:
+    """Verified files: key -> size, ETag and mtime, so reruns need not hash them again."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / STATE_NAME
+        try:
+            self.items: dict[str, dict[str, Any]] = json.loads(self.path.read_text("utf-8"))
+        except (OSError, ValueError):
+            self.items = {}
+
+    def is_verified(self, obj: RemoteObject, path: Path) -> bool:
+        item = self.items.get(obj.key)
+        if item is None or not path.is_file():
+            return False
+        st = path.stat()
+        return (
+            item.get("etag") == obj.etag and item.get("size") == obj.size == st.st_size
+            and item.get("mtime_ns") == st.st_mtime_ns
+        )
+
+    def mark(self, obj: RemoteObject, path: Path) -> None:
+        st = path.stat()
+        self.items[obj.key] = {"etag": obj.etag, "size": obj.size, "mtime_ns": st.st_mtime_ns}
+
+    def save(self) -> None:
+        write_json_atomic(self.path, self.items)
+
+
+class _Progress(BaseSubscriber):
+    def __init__(self, bar: tqdm) -> None:
+        self.bar = bar
+
+    def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
+        self.bar.update(bytes_transferred)
+
+
+def _remove_stale_temporaries(paths: Iterable[Path]) -> None:
+    for directory in {p.parent for p in paths}:
+        if not directory.is_dir():
+            continue
+        for stale in directory.glob(f".*{_PART_MARK}*"):
+            logger.info("removing %s left by an interrupted download", stale)
+            remove_path(stale)
+
+
+def key_path(out_root: Path, key: str) -> Path:
+    """Local path of a bucket key under the output root (the bucket's own tree)."""
+    rel = check_file_name(key, where=f"S3 key {key!r}")
+    return out_root / rel
+
+
+def download_keys(
+    opts: S3Options, keys: Sequence[str], out_root: str | os.PathLike[str]
+) -> list[dict[str, Any]]:
+    """Fetch ``keys`` into ``out_root``, verified; return one manifest entry per key.
+
+    Raises:
+        StormFusionError: endpoint unreachable, bucket or object missing or not readable,
+            or files still failing verification after ``opts.retries`` retries (all named).
+    """
+    if opts.concurrency < 1:
+        raise StormFusionError(f"--concurrency must be >= 1, got {opts.concurrency}")
+    if opts.retries < 0:
+        raise StormFusionError(f"--retries must be >= 0, got {opts.retries}")
+    root = Path(out_root)
+    root.mkdir(parents=True, exist_ok=True)
+    client = make_client(opts)
+    remote = [_with_retries(lambda k=k: head_object(client, opts, k), opts, k) for k in keys]
+    paths = {obj.key: key_path(root, obj.key) for obj in remote}
+    _remove_stale_temporaries(paths.values())
+    state = _State(root)
+    entries: dict[str, dict[str, Any]] = {}
+    todo: list[RemoteObject] = []
+    for obj in remote:
+        path = paths[obj.key]
+        if path.is_file() and (
+            state.is_verified(obj, path) or verify_file(path, obj, opts.chunk_size) is None
+        ):
+            state.mark(obj, path)
+            entries[obj.key] = _entry(obj, path, root, "skipped")
+        else:
+            todo.append(obj)
+    if len(todo) < len(remote):
+        logger.info("%d of %d files already complete", len(remote) - len(todo), len(remote))
+    config = TransferConfig(
+        multipart_threshold=opts.chunk_size, multipart_chunksize=opts.chunk_size,
+        max_concurrency=opts.concurrency, use_threads=True,
+    )
+    total = sum(o.size for o in todo)
+    failures: dict[str, str] = {}
+    with tqdm(
+        total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="download",
+        disable=total == 0, mininterval=1.0,
+    ) as bar:
+        attempt = 0
+        while todo:
+            failures = _transfer_round(client, opts, config, todo, paths, bar, state)
+            for obj in todo:
+                if obj.key not in failures:
+                    entries[obj.key] = _entry(obj, paths[obj.key], root, "downloaded")
+            state.save()
+            todo = [o for o in todo if o.key in failures]
+            if not todo:
+                break
+            if attempt >= opts.retries:
+                break
+            delay = opts.backoff_s * (2**attempt) * (0.5 + random.random())
+            attempt += 1
+            logger.warning(
+                "%d file(s) failed (%s); retry %d of %d in %.1f s",
+                len(todo), "; ".join(f"{k}: {v}" for k, v in failures.items()),
+                attempt, opts.retries, delay,
+            )
+            bar.total = bar.n + sum(o.size for o in todo)
+            time.sleep(delay)
+    state.save()
+    if todo:
+        raise StormFusionError(
+            f"{len(todo)} file(s) could not be fetched from {opts.where()} after "
+            f"{opts.retries} retries: " + "; ".join(f"{k}: {v}" for k, v in failures.items())
+        )
+    return [entries[k] for k in keys]
+
+
+def _entry(obj: RemoteObject, path: Path, root: Path, status: str) -> dict[str, Any]:
+    return {
+        "key": obj.key, "path": path.relative_to(root).as_posix(), "size": obj.size,
+        "etag": obj.etag, "status": status,
+    }
+
+
+def _transfer_round(
+    client: Any,
+    opts: S3Options,
+    config: TransferConfig,
+    objects: Sequence[RemoteObject],
+    paths: dict[str, Path],
+    bar: tqdm,
+    state: _State,
+) -> dict[str, str]:
+    """Download every object once; verify and rename; return failures by key."""
+    failures: dict[str, str] = {}
+    temps: dict[str, Path] = {}
+    futures: dict[str, TransferFuture] = {}
+    with create_transfer_manager(client, config) as manager:
+        for obj in objects:
+            final = paths[obj.key]
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = final.with_name(f".{final.name}{_PART_MARK}{uuid.uuid4().hex[:8]}")
+            temps[obj.key] = tmp
+            futures[obj.key] = manager.download(
+                opts.bucket, obj.key, str(tmp), subscribers=[_Progress(bar)],
+            )
+        for key, future in futures.items():
+            try:
+                future.result()
+            except Exception as exc:  # every failure is reported by name after retries
+                failures[key] = str(_describe(exc, opts, key))
+    for obj in objects:
+        tmp = temps[obj.key]
+        if obj.key in failures:
+            remove_path(tmp)
+            continue
+        problem = verify_file(tmp, obj, opts.chunk_size) if tmp.is_file() else "no file written"
+        if problem is not None:
+            remove_path(tmp)
+            failures[obj.key] = f"verification failed: {problem}"
+            logger.warning("%s: %s; deleted", obj.key, problem)
+            continue
+        tmp.replace(paths[obj.key])
+        state.mark(obj, paths[obj.key])
+    return failures
+
+
+def _with_retries(call: Any, opts: S3Options, key: str) -> RemoteObject:
+    """HEAD with retries for transient errors (unreachable endpoints); others fail at once."""
+    for attempt in range(opts.retries + 1):
+        try:
+            return call()
+        except StormFusionError as exc:
+            transient = str(exc).startswith("cannot reach")
+            if not transient or attempt >= opts.retries:
+                raise
+            delay = opts.backoff_s * (2**attempt) * (0.5 + random.random())
+            logger.warning("%s; retry %d of %d in %.1f s", exc, attempt + 1, opts.retries, delay)
+            time.sleep(delay)
+    raise StormFusionError(f"s3://{opts.bucket}/{key}: unreachable")
+
+
+def event_keys(events_csv: str | os.PathLike[str]) -> list[str]:
+    """Bucket keys (``data/<file_name>``) of every HDF5 file the event index names, sorted."""
+    from stormfusion.data.selection import read_event_index
+
+    index = read_event_index(events_csv)
+    names: set[str] = set()
+    for col in index.columns:
+        if col.endswith("_file"):
+            for name in index[col]:
+                if name:
+                    check_file_name(str(name), where=f"{events_csv}: column {col}")
+                    names.add(str(name))
+    if not names:
+        raise StormFusionError(f"{events_csv}: the event index names no files")
+    return sorted(f"{DATA_PREFIX}/{n}" for n in names)
+
+
+def download_catalog(opts: S3Options, out_root: str | os.PathLike[str]) -> dict[str, Any]:
+    """Fetch ``CATALOG.csv`` into ``out_root``; return its manifest entry."""
+    return download_keys(opts, [CATALOG_KEY], out_root)[0]
+
+
+def download_events(
+    opts: S3Options,
+    events_csv: str | os.PathLike[str],
+    out_root: str | os.PathLike[str],
+    manifest: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Fetch every file the event index needs; write and return the manifest."""
+    started = time.perf_counter()
+    entries = download_keys(opts, event_keys(events_csv), out_root)
+    seconds = time.perf_counter() - started
+    fetched = sum(e["size"] for e in entries if e["status"] == "downloaded")
+    record = {
+        "bucket": opts.bucket,
+        "endpoint_url": opts.endpoint_url,
+        "region": opts.region,
+        "signed": opts.signed,
+        "events": str(events_csv),
+        "files": entries,
+        "total_bytes": sum(e["size"] for e in entries),
+        "downloaded_bytes": fetched,
+        "seconds": round(seconds, 3),
+    }
+    logger.info(
+        "%d files (%d downloaded, %.1f MB) in %.1f s",
+        len(entries), sum(e["status"] == "downloaded" for e in entries), fetched / 1e6, seconds,
+    )
+    if manifest is not None:
+        write_json_atomic(manifest, record)
+    return record
