@@ -9,6 +9,7 @@ download midway.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -94,10 +95,8 @@ class _RelayHandler(socketserver.BaseRequestHandler):
                 pass
             finally:
                 for s in (src, dst):
-                    try:
+                    with contextlib.suppress(OSError):
                         s.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
 
         t = threading.Thread(target=pump, args=(self.request, up, False), daemon=True)
         t.start()
@@ -301,10 +300,9 @@ def test_missing_object(s3: dict, tmp_path: Path) -> None:
 
 def test_corrupt_object_is_deleted_retried_and_named(s3: dict, tmp_path: Path) -> None:
     """The server's bytes no longer match its ETag (bit rot): fail by name, leave nothing."""
+    from botocore.config import Config
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.s3.models import s3_backends
-
-    from botocore.config import Config
 
     key = "CATALOG.csv"
     client = boto3.client(  # no flexible checksum stored with the object: only the ETag
