@@ -114,7 +114,9 @@ class StoreLayout:
             "compressors": COMPRESSORS.get(self.compressor)(),
         }
         if self.shard:
-            enc["shards"] = (1, N_FRAMES, size, size)
+            # a shard holds whole chunks: the event's frames rounded up to the chunk
+            frames = -(-N_FRAMES // self.time_chunk) * self.time_chunk
+            enc["shards"] = (1, frames, size, size)
         return enc
 
     def describe(self) -> str:

@@ -1,0 +1,229 @@
+"""The window loader (stormfusion.data.dataset) and the regridding it uses (regrid)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+import xarray as xr
+from archive_twin import Twin, make_twin
+from torch.utils.data import DataLoader
+
+from stormfusion.data.convert import convert_modality
+from stormfusion.data.dataset import SevirWindowDataset, _dihedral
+from stormfusion.data.hdf5 import grid_lightning
+from stormfusion.data.normalization import normalize
+from stormfusion.data.regrid import regrid, regrid_counts, regrid_mean
+from stormfusion.data.sevir import STUDY_MODALITIES
+from stormfusion.data.splits import PRESETS, SplitOptions, assign_splits, make_windows
+from stormfusion.errors import StormFusionError
+
+# --------------------------------------------------------------------------- regrid
+
+
+@pytest.mark.parametrize(("n", "size"), [(48, 384), (4, 32), (48, 64), (7, 5), (8, 2)])
+def test_lightning_regrid_keeps_every_frames_total(n: int, size: int) -> None:
+    counts = torch.from_numpy(np.random.default_rng(n).poisson(2.0, (3, n, n)).astype(np.float32))
+    out = regrid_counts(counts, size)
+    assert out.shape == (3, size, size)
+    torch.testing.assert_close(out.sum((-2, -1)), counts.sum((-2, -1)), rtol=1e-5, atol=1e-3)
+
+
+def test_lightning_regrid_integer_factor_spreads_counts_evenly() -> None:
+    counts = torch.zeros(1, 2, 2)
+    counts[0, 1, 0] = 8.0  # north-west cell (row 1 = north)
+    out = regrid_counts(counts, 4)
+    expected = torch.zeros(1, 4, 4)
+    expected[0, 2:, :2] = 2.0
+    torch.testing.assert_close(out, expected)
+
+
+def test_area_average_and_bilinear() -> None:
+    x = torch.arange(16, dtype=torch.float32).reshape(1, 4, 4)
+    torch.testing.assert_close(regrid_mean(x, 2), torch.tensor([[[2.5, 4.5], [10.5, 12.5]]]))
+    torch.testing.assert_close(regrid("vil", x, 2), regrid_mean(x, 2))
+    up = regrid("ir107", x, 8)
+    ref = F.interpolate(x[None], size=(8, 8), mode="bilinear", align_corners=False)[0]
+    torch.testing.assert_close(up, ref)
+    assert regrid("ir069", x, 4) is x
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+def _windows(events_csv: Path, val_fraction: float = 0.25) -> pd.DataFrame:
+    events = pd.read_csv(events_csv, dtype={"id": str})
+    labels = assign_splits(events, "random", SplitOptions(seed=0, val_fraction=val_fraction))
+    return make_windows(events, labels, PRESETS["sevir"])
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Twin, Path, pd.DataFrame]:
+    """A 4-event twin at VIL size 32 with one event lacking lightning, all stores built."""
+    root = tmp_path_factory.mktemp("loader_twin")
+    twin = make_twin(root, n_events=4, size=32, without_lght=("S1002",), missing_vil=6)
+    for m in STUDY_MODALITIES:
+        convert_modality(twin.events_csv, root, m, root / "zarr" / f"{m}.zarr",
+                         verify_events=0)
+    return twin, root / "zarr", _windows(twin.events_csv)
+
+
+def _source(twin: Twin, modality: str, event_id: str) -> np.ndarray:
+    """(49, n, n) frames of one event as converted (lightning gridded)."""
+    i = twin.ids.index(event_id)
+    if modality == "lght":
+        return np.moveaxis(grid_lightning(twin.flashes[event_id], twin.sizes["lght"]), -1, 0)
+    return np.moveaxis(twin.rasters[modality][i], -1, 0)
+
+
+def test_items_hold_the_source_windows(archive: tuple[Twin, Path, pd.DataFrame]) -> None:
+    twin, zarr_dir, windows = archive
+    ds = SevirWindowDataset(zarr_dir, windows, None, image_size=32, normalize=False)
+    assert (ds.input_frames, ds.output_frames) == (13, 12)
+    assert ds.data_fingerprint == "fp-0-4"
+    assert len(ds) == len(windows)
+    for i in range(len(ds)):
+        item = ds[i]
+        event, s = item["event_id"], item["window_start"]
+        assert (event, s) == (windows.event_id[i], windows.window_start[i])
+        vil = _source(twin, "vil", event).astype(np.float32)
+        vil[vil == 255] = 0.0  # missing VIL is read as 0
+        np.testing.assert_array_equal(item["inputs"]["vil"].numpy(), vil[s:s + 13])
+        np.testing.assert_array_equal(item["target"].numpy(), vil[s + 13:s + 25])
+        for m in ("ir069", "ir107"):  # 16 -> 32: bilinear
+            ir = torch.from_numpy(_source(twin, m, event)[s:s + 13].astype(np.float32))
+            ref = F.interpolate(ir[None], size=(32, 32), mode="bilinear", align_corners=False)
+            torch.testing.assert_close(item["inputs"][m], ref[0])
+        if event == "S1002":
+            assert item["mask"].tolist() == [1.0, 1.0, 1.0, 0.0]
+            assert not item["inputs"]["lght"].any()
+        else:
+            assert item["mask"].tolist() == [1.0, 1.0, 1.0, 1.0]
+            src = _source(twin, "lght", event)[s:s + 13].astype(np.float32)
+            got = item["inputs"]["lght"]
+            assert got.shape == (13, 32, 32)
+            np.testing.assert_allclose(got.sum((-2, -1)).numpy(), src.sum((-2, -1)), atol=1e-3)
+            # 4 -> 32 is a factor 8: every native cell's count spread over 8 x 8 pixels
+            np.testing.assert_allclose(got[:, ::8, ::8].numpy() * 64, src, atol=1e-4)
+
+
+def test_native_grids_normalisation_and_missing_vil(
+    archive: tuple[Twin, Path, pd.DataFrame], caplog: pytest.LogCaptureFixture
+) -> None:
+    twin, zarr_dir, windows = archive
+    with caplog.at_level(logging.INFO, logger="stormfusion.data.dataset"):
+        ds = SevirWindowDataset(zarr_dir, windows, "train", image_size=16)
+    log = caplog.text
+    assert "missing VIL pixels" in log and "6 in all" in log  # S1000 has 6 missing pixels
+    item = ds[0]
+    event, s = item["event_id"], item["window_start"]
+    ir = _source(twin, "ir069", event)[s:s + 13].astype(np.float32)  # native 16: exact
+    torch.testing.assert_close(item["inputs"]["ir069"], normalize("ir069", torch.from_numpy(ir)))
+    vil = _source(twin, "vil", event).astype(np.float32)
+    vil[vil == 255] = 0.0
+    block = vil[s + 13:s + 25].reshape(12, 16, 2, 16, 2).mean(axis=(2, 4))  # 32 -> 16
+    np.testing.assert_allclose(item["target"].numpy(), block, rtol=1e-6)
+    assert item["target"].max() <= 254
+
+
+def test_missing_modality_is_masked_and_logged(
+    archive: tuple[Twin, Path, pd.DataFrame], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, zarr_dir, windows = archive
+    with caplog.at_level(logging.WARNING, logger="stormfusion.data.dataset"):
+        ds = SevirWindowDataset(zarr_dir, windows, None, image_size=8)
+    assert ds.missing_windows == {"vil": 0, "ir069": 0, "ir107": 0, "lght": 3}
+    assert "modality lght missing for 3 of 12 windows (1 events)" in caplog.text
+    items = [ds[i] for i in range(len(ds)) if ds.windows.event_id[i] == "S1002"]
+    assert all(it["mask"][3] == 0 and not it["inputs"]["lght"].any() for it in items)
+
+
+def test_augmentation_is_the_same_for_every_modality_and_reproducible(
+    archive: tuple[Twin, Path, pd.DataFrame],
+) -> None:
+    _, zarr_dir, windows = archive
+    plain = SevirWindowDataset(zarr_dir, windows, None, image_size=16)
+    aug = SevirWindowDataset(zarr_dir, windows, None, image_size=16, augment=True, seed=3)
+    seen = set()
+    for i in range(len(aug)):
+        k, flip = aug.augmentation(i)
+        seen.add((k, flip))
+        a, p = aug[i], plain[i]
+        for m in STUDY_MODALITIES:
+            torch.testing.assert_close(a["inputs"][m], _dihedral(p["inputs"][m], k, flip))
+        torch.testing.assert_close(a["target"], _dihedral(p["target"], k, flip))
+    assert len(seen) > 2  # several of the 8 symmetries drawn
+    again = SevirWindowDataset(zarr_dir, windows, None, image_size=16, augment=True, seed=3)
+    draws = [again.augmentation(i) for i in range(len(again))]
+    assert draws == [aug.augmentation(i) for i in range(len(aug))]
+    again.set_epoch(1)
+    assert [again.augmentation(i) for i in range(len(again))] != draws
+    torch.testing.assert_close(again[0]["target"], _dihedral(plain[0]["target"],
+                                                             *again.augmentation(0)))
+
+
+def test_dataloader_workers_give_the_same_batches(
+    archive: tuple[Twin, Path, pd.DataFrame],
+) -> None:
+    _, zarr_dir, windows = archive
+    ds = SevirWindowDataset(zarr_dir, windows, "train", image_size=16, augment=True)
+    ds[0]  # handles opened in the parent must not travel to the workers
+    batches = {}
+    for workers in (0, 2):
+        loader = DataLoader(ds, batch_size=4, num_workers=workers)
+        batches[workers] = list(loader)
+    assert len(batches[0]) == len(batches[2]) == 3
+    for b0, b2 in zip(batches[0], batches[2], strict=True):
+        assert b0["event_id"] == b2["event_id"]
+        assert b0["window_start"].dtype == torch.int64
+        b = len(b0["event_id"])
+        assert b0["target"].shape == (b, 12, 16, 16) and b0["mask"].shape == (b, 4)
+        torch.testing.assert_close(b0["target"], b2["target"])
+        for m in STUDY_MODALITIES:
+            torch.testing.assert_close(b0["inputs"][m], b2["inputs"][m])
+
+
+def test_targets_only(archive: tuple[Twin, Path, pd.DataFrame]) -> None:
+    _, zarr_dir, windows = archive
+    ds = SevirWindowDataset(zarr_dir, windows, "val", modalities=(), image_size=32)
+    item = ds[0]
+    assert item["inputs"] == {}
+    assert item["mask"].tolist() == [0.0, 0.0, 0.0, 0.0]
+    assert item["target"].shape == (12, 32, 32)
+
+
+def test_bad_stores_and_windows_are_errors(
+    archive: tuple[Twin, Path, pd.DataFrame], tmp_path: Path
+) -> None:
+    _, zarr_dir, windows = archive
+    with pytest.raises(StormFusionError, match=r"vil\.zarr: zarr store for modality 'vil'"):
+        SevirWindowDataset(tmp_path, windows, None)
+    unknown = windows.copy()
+    unknown.loc[0, "event_id"] = "S999"
+    with pytest.raises(StormFusionError, match=r"no target frames for 1 event.*S999"):
+        SevirWindowDataset(zarr_dir, unknown, None, modalities=())
+    with pytest.raises(StormFusionError, match="no windows in split 'test'"):
+        SevirWindowDataset(zarr_dir, windows, "test")
+    mixed = windows.copy()
+    mixed.loc[0, "output_frames"] = 6
+    with pytest.raises(StormFusionError, match="output_frames takes several values"):
+        SevirWindowDataset(zarr_dir, mixed, None, modalities=())
+    # a store whose dtype, shape or fingerprint does not fit
+    ir = xr.open_zarr(zarr_dir / "ir069.zarr", consolidated=False, mask_and_scale=False).load()
+    bad = tmp_path / "bad"
+    for name, store in {
+        "dtype": ir.assign(ir069=ir["ir069"].astype("float32")),
+        "shape": ir.isel(time=slice(0, 48)),
+        "fingerprint": ir.assign_attrs(data_fingerprint="other"),
+    }.items():
+        folder = bad / name
+        (folder).mkdir(parents=True)
+        (folder / "vil.zarr").symlink_to(zarr_dir / "vil.zarr")
+        store.to_zarr(folder / "ir069.zarr", zarr_format=3, consolidated=False)
+        with pytest.raises(StormFusionError, match=f"ir069.zarr: .*{name[:5]}"):
+            SevirWindowDataset(folder, windows, None, modalities=("vil", "ir069"))
