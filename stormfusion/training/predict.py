@@ -183,5 +183,5 @@ def _create_store(
         {"units": "1", "long_name": "forecast VIL (digital VIL 0..255)", "valid_range": [0, 255]}
     )
     template["lead_time"].attrs.update({"units": "minutes", "long_name": "lead time"})
-    template.to_zarr(path, mode="w", compute=False, consolidated=False)
+    template.to_zarr(path, mode="w", compute=False, consolidated=False, zarr_format=3)
     return zarr.open_array(str(path / "forecast"), mode="r+")

@@ -1,0 +1,230 @@
+"""`stormfusion train` end to end on the tiny synthetic twin, with the real loader and models.
+
+Includes the resumption test with a real kill: a training process killed with SIGKILL in
+the middle of an epoch, started again, ends with the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from stormfusion.cli import main
+from stormfusion.data.sevir import STUDY_MODALITIES
+from stormfusion.training.checkpoint import load_model, read_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+#: A small UNet: 32 x 32 grid, two levels.
+UNET_ARGS = '{"widths": [8, 16]}'
+
+
+def build_twin_stores(archive: Path, event_index: Path, out: Path) -> dict[str, Path]:
+    """Zarr stores and windows (12 in, 6 out, stride 12; 1 of 4 events in val) of a twin."""
+    zarr_dir = out / "zarr"
+    for m in STUDY_MODALITIES:
+        code = main(
+            [
+                "convert",
+                "--events",
+                str(event_index),
+                "--data-root",
+                str(archive),
+                "--modality",
+                m,
+                "--out",
+                str(zarr_dir / f"{m}.zarr"),
+                "--verify-events",
+                "0",
+                "--workers",
+                "1",
+            ]
+        )
+        assert code == 0, m
+    windows = out / "windows.csv"
+    code = main(
+        [
+            "split",
+            "--events",
+            str(event_index),
+            "--out",
+            str(windows),
+            "--strategy",
+            "random",
+            "--seed",
+            "0",
+            "--val-fraction",
+            "0.25",
+            "--input-frames",
+            "12",
+            "--output-frames",
+            "6",
+            "--stride",
+            "12",
+        ]
+    )
+    assert code == 0
+    return {"zarr": zarr_dir, "windows": windows, "meta": event_index.with_suffix(".json")}
+
+
+@pytest.fixture(scope="module")
+def twin(
+    synthetic_archive: Path, event_index: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    return build_twin_stores(synthetic_archive, event_index, tmp_path_factory.mktemp("stores"))
+
+
+def train_argv(
+    twin: dict[str, Path],
+    out: Path,
+    *extra: str,
+    model: str = "unet2d",
+    args: str = UNET_ARGS,
+    epochs: int = 3,
+) -> list[str]:
+    return [
+        "train",
+        "--model",
+        model,
+        "--model-args",
+        args,
+        "--zarr-dir",
+        str(twin["zarr"]),
+        "--windows",
+        str(twin["windows"]),
+        "--events-meta",
+        str(twin["meta"]),
+        "--out-dir",
+        str(out),
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "2",
+        "--lr",
+        "1e-3",
+        "--weight-decay",
+        "1e-5",
+        "--grad-clip",
+        "1.0",
+        "--seed",
+        "0",
+        "--checkpoint-every-steps",
+        "3",
+        "--image-size",
+        "32",
+        "--num-workers",
+        "0",
+        *extra,
+    ]
+
+
+def _subprocess(argv: list[str]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "stormfusion", *argv],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _run(argv: list[str]) -> None:
+    proc = _subprocess(argv)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()[-2000:]
+
+
+def test_train_writes_checkpoints_metrics_and_a_loadable_model(
+    twin: dict[str, Path], tmp_path: Path
+) -> None:
+    assert main(train_argv(twin, tmp_path, "--no-augment", epochs=2)) == 0
+    with (tmp_path / "metrics.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert {
+        "train_loss",
+        "val_loss",
+        "lr",
+        "time_s",
+        "samples_per_s",
+        "train_mse",
+        "val_mse",
+    } <= set(rows[0])
+    best = read_checkpoint(tmp_path / "best.pt")
+    assert best["model_name"] == "unet2d"
+    # the windows table's frame counts are merged into the model arguments
+    assert best["model_args"] == {"input_frames": 12, "output_frames": 6, "widths": [8, 16]}
+    meta_fp = json.loads(twin["meta"].read_text())["data_fingerprint"]
+    assert best["data"]["data_fingerprint"] == meta_fp
+    assert len(best["data"]["events"]) == 4  # 3 train + 1 val events
+    model = load_model(tmp_path / "best.pt")
+    assert model.widths == (8, 16) and not model.training
+    x = {"vil": torch.zeros(1, 12, 32, 32)}
+    assert model.forecast(x, torch.ones(1, 4)).shape == (1, 6, 32, 32)
+
+
+def test_a_train_process_killed_mid_epoch_resumes_to_the_same_weights(
+    twin: dict[str, Path], tmp_path: Path
+) -> None:
+    reference, run = tmp_path / "reference", tmp_path / "run"
+    _run(train_argv(twin, reference))
+    # 9 training windows, batch 2: 4 steps per epoch; checkpoints every 3 steps. The killed
+    # run is asked for many epochs so that it cannot finish before the kill.
+    proc = _subprocess(train_argv(twin, run, epochs=1000))
+    deadline = time.monotonic() + 240
+    step = 0
+    while step < 6 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+        if (run / "latest.pt").is_file():
+            step = int(torch.load(run / "latest.pt", weights_only=True)["global_step"])
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    saved = read_checkpoint(run / "latest.pt")
+    assert 6 <= saved["global_step"] < 12, "the kill came too late to test resumption"
+    for name in ("best.pt", "metrics.csv"):  # Snakemake removes a failed job's outputs
+        (run / name).unlink(missing_ok=True)
+    _run(train_argv(twin, run))  # the same command line as the reference
+    ref, got = read_checkpoint(reference / "latest.pt"), read_checkpoint(run / "latest.pt")
+    assert got["epoch"] == ref["epoch"] == 3 and got["global_step"] == ref["global_step"] == 12
+    for key, value in ref["model"].items():
+        assert torch.equal(value, got["model"][key]), key
+    ref_best, got_best = read_checkpoint(reference / "best.pt"), read_checkpoint(run / "best.pt")
+    assert got_best["epoch"] == ref_best["epoch"]
+    for key, value in ref_best["model"].items():
+        assert torch.equal(value, got_best["model"][key]), key
+    with (reference / "metrics.csv").open() as a, (run / "metrics.csv").open() as b:
+        ref_rows, got_rows = list(csv.DictReader(a)), list(csv.DictReader(b))
+    assert [r["val_loss"] for r in got_rows] == [r["val_loss"] for r in ref_rows]
+
+
+def test_train_refuses_untrainable_models_and_bad_arguments(
+    twin: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(train_argv(twin, tmp_path, model="persistence", args="{}")) == 2
+    assert "model 'persistence' has no weights to train" in capsys.readouterr().err
+    assert main(train_argv(twin, tmp_path, args="{not json")) == 2
+    assert "--model-args is not valid JSON" in capsys.readouterr().err
+    assert main(train_argv(twin, tmp_path, args='{"input_frames": 13}')) == 2
+    assert "--model-args sets input_frames=13 but windows table" in capsys.readouterr().err
+    assert main(train_argv(twin, tmp_path, model="nosuchmodel")) == 2
+    assert "unknown model 'nosuchmodel'" in capsys.readouterr().err
+    assert not (tmp_path / "best.pt").exists()
+
+
+def test_resuming_another_model_in_the_same_directory_is_refused(
+    twin: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(train_argv(twin, tmp_path, epochs=1)) == 0
+    capsys.readouterr()
+    assert main(train_argv(twin, tmp_path, args='{"widths": [8, 8]}', epochs=2)) == 2
+    err = capsys.readouterr().err
+    assert "other unet2d arguments (widths: checkpoint [8, 16] vs requested [8, 8])" in err
