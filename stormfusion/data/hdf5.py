@@ -88,6 +88,11 @@ def read_raster_event(
             raise StormFusionError(
                 f"{p}: dataset {img_type!r} has shape {dset.shape}, expected (N, H, W, {N_FRAMES})"
             )
+        if dset.dtype != np.dtype(spec.dtype):
+            raise StormFusionError(
+                f"{p}: dataset {img_type!r} has dtype {dset.dtype}, expected "
+                f"{np.dtype(spec.dtype)}"
+            )
         if not 0 <= index < dset.shape[0]:
             raise StormFusionError(
                 f"{p}: event index {index} out of range for {dset.shape[0]} events"

@@ -1,0 +1,136 @@
+"""Event selection: rules, drop counts, the index columns and events.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from stormfusion.cli import main
+from stormfusion.data.catalog import read_catalog
+from stormfusion.data.selection import (
+    SelectionOptions,
+    read_event_index,
+    select_events,
+)
+from stormfusion.errors import StormFusionError
+
+
+@pytest.fixture(scope="module")
+def catalog(synthetic_archive: Path) -> pd.DataFrame:
+    return read_catalog(synthetic_archive / "CATALOG.csv")
+
+
+@pytest.fixture(scope="module")
+def manifest(synthetic_archive: Path) -> dict:
+    return json.loads((synthetic_archive / "synthetic_manifest.json").read_text())
+
+
+def test_default_index(event_index: Path, manifest: dict, catalog: pd.DataFrame) -> None:
+    index = read_event_index(event_index)
+    meta = json.loads((event_index.parent / "events.json").read_text())
+    assert list(index.columns[:6]) == ["id", "time_utc", "event_type", "episode_id",
+                                       "event_id", "kind"]
+    for m in ("vil", "ir069", "ir107", "lght"):
+        assert [f"{m}_file", f"{m}_index", f"{m}_size"] == [
+            c for c in index.columns if c.startswith(f"{m}_")]
+    assert (index["kind"] == "storm").all()
+    assert manifest["duplicated_id"] not in set(index["id"])
+    assert not set(manifest["missing_ids"]) & set(index["id"])
+    assert len(index) == 6 - 2
+    assert index["time_utc"].is_monotonic_increasing
+    assert (index["lght_index"] == -1).all()
+    assert index["vil_size"].eq(32).all() and index["ir069_size"].eq(16).all()
+    assert index["lght_size"].eq(4).all()
+    for row in index.itertuples():  # the catalog's file_name and file_index, verbatim
+        vil = catalog[(catalog["id"] == row.id) & (catalog["img_type"] == "vil")].iloc[0]
+        assert row.vil_file == vil["file_name"] and row.vil_index == vil["file_index"]
+        assert row.event_id == int(row.id[1:])
+    assert meta["dropped"]["duplicate_rows"] == 1
+    assert meta["dropped"]["pct_missing"] == 1
+    assert meta["dropped"]["kind"] == 2
+    assert meta["n_events"] == 4 and meta["selection"]["kind"] == "storm"
+    assert len(meta["catalog_sha256"]) == 64 and len(meta["data_fingerprint"]) == 12
+
+
+def test_filters(catalog: pd.DataFrame) -> None:
+    every, drops = select_events(catalog, SelectionOptions(kind="all", require_complete=False))
+    assert len(every) == 8 - 1 and drops["duplicate_rows"] == 1
+    randoms, _ = select_events(catalog, SelectionOptions(kind="random"))
+    assert len(randoms) == 2 and (randoms["event_type"] == "").all()
+    assert randoms["episode_id"].isna().all()
+    first, drops = select_events(catalog, SelectionOptions(kind="all", start="2019-01-01",
+                                                           end="2019-06-01"))
+    assert ((first["time_utc"] >= "2019-01-01") & (first["time_utc"] < "2019-06-01")).all()
+    assert drops["date"] > 0
+    y2018, _ = select_events(catalog, SelectionOptions(kind="all", years=(2018,)))
+    assert (y2018["time_utc"].dt.year == 2018).all() and len(y2018) > 0
+    some_type = every.loc[every["kind"] == "storm", "event_type"].iloc[0]
+    typed, drops = select_events(catalog, SelectionOptions(kind="all",
+                                                           event_types=(some_type,)))
+    assert set(typed["event_type"]) == {some_type} and drops["event_type"] > 0
+
+
+def test_max_events_is_a_seeded_choice(catalog: pd.DataFrame) -> None:
+    pick = [select_events(catalog, SelectionOptions(kind="all", max_events=3, seed=s))[0]
+            for s in (0, 0, 1, 2, 3)]
+    assert all(len(p) == 3 for p in pick)
+    assert pick[0]["id"].tolist() == pick[1]["id"].tolist()
+    assert len({tuple(p["id"]) for p in pick}) > 1
+
+
+def test_missing_required_modality(catalog: pd.DataFrame) -> None:
+    no_ir = catalog[~((catalog["img_type"] == "ir069") & catalog["id"].str.startswith("R"))]
+    index, drops = select_events(no_ir, SelectionOptions(kind="random"))
+    assert index.empty and drops["missing_modality"] == 2
+    # not required: kept, with an empty file and index -1
+    index, _ = select_events(no_ir, SelectionOptions(kind="random", modalities=("vil",)))
+    assert len(index) == 2 and (index["ir069_file"] == "").all()
+    assert (index["ir069_index"] == -1).all() and (index["ir069_size"] == -1).all()
+    vis, drops = select_events(catalog, SelectionOptions(modalities=("vil", "vis")))
+    assert vis.empty and "vis_file" in vis.columns
+
+
+def test_path_escape_refused_naming_the_row(catalog: pd.DataFrame) -> None:
+    bad = catalog.copy()
+    bad.loc[5, "file_name"] = "../../outside.h5"
+    message = r"line 7 \(id .*\): file_name '../../outside.h5' escapes"
+    with pytest.raises(StormFusionError, match=message):
+        select_events(bad, SelectionOptions(), source="CATALOG.csv")
+    bad.loc[5, "file_name"] = "/abs/x.h5"
+    with pytest.raises(StormFusionError, match="is an absolute path"):
+        select_events(bad, SelectionOptions())
+
+
+def test_bad_options(catalog: pd.DataFrame) -> None:
+    with pytest.raises(StormFusionError, match="--start '2019-13-01' is not a date"):
+        select_events(catalog, SelectionOptions(start="2019-13-01"))
+    with pytest.raises(StormFusionError, match="is not before"):
+        select_events(catalog, SelectionOptions(start="2019-06-01", end="2019-01-01"))
+    with pytest.raises(StormFusionError, match="unknown modality 'radar'"):
+        select_events(catalog, SelectionOptions(modalities=("radar",)))
+
+
+def test_cli_exact_rule_command_and_empty_selection(
+    synthetic_archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, meta = tmp_path / "events.csv", tmp_path / "events.json"
+    base = ["select-events", "--catalog", str(synthetic_archive / "CATALOG.csv"),
+            "--data-root", str(synthetic_archive), "--kind", "all", "--seed", "0",
+            "--modalities", "vil", "ir069", "ir107", "lght", "--out", str(out),
+            "--meta", str(meta)]
+    assert main([*base, "--years", "2018", "2019", "--start", "2018-01-01", "--end",
+                 "2020-01-01", "--event-types", "Hail", "Tornado", "Heavy Rain",
+                 "Thunderstorm Wind", "Flash Flood", "Lightning", "Funnel Cloud", "Flood",
+                 "--max-events", "50", "--allow-missing-pixels"]) == 0
+    index = read_event_index(out)
+    assert len(index) == 6 - 1  # storm events only (types given), duplicate dropped
+    first = json.loads(meta.read_text())
+    assert main(base) == 0
+    assert json.loads(meta.read_text())["data_fingerprint"] != first["data_fingerprint"]
+    out.unlink()
+    assert main([*base, "--end", "2000-01-01"]) == 2
+    assert "no event passes the selection" in capsys.readouterr().err
+    assert not out.exists()
