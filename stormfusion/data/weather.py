@@ -10,6 +10,8 @@ Dynamics (per frame, explicit Euler):
   w t + p2))`` with ``|U0|`` 30-70 km/h, so cells move about 0.4-1 pixel per frame at 64
   pixels (2.5-6 at 384) and curve as they go;
 - every cell follows the wind plus its own small deviation (right-movers);
+- a storm event's patch is centred (within about 15 km) on its cells at frame 24, the
+  frame nearest ``time_utc``, as SEVIR centres patches on the storm report;
 - a cell's amplitude follows a life cycle ``A sin(pi s)^1.5`` over its lifetime ``s`` in
   [0, 1] (growth, maturity, decay), with cells born before and during the event;
 - splitting: at a drawn frame a cell sheds a child that leaves at an angle; the two share
@@ -306,9 +308,16 @@ def simulate_event(
         pos_arr[t, :k] = positions[t]
         amp_arr[t, :k] = amplitudes[t]
 
+    if storm:
+        # the archive centres a storm event's patch on the storm near time_utc (frame 24)
+        weight = amp_arr[N_FRAMES // 2]
+        if weight.sum() > 0:
+            centroid = (pos_arr[N_FRAMES // 2] * weight[:, None]).sum(axis=0) / weight.sum()
+            pos_arr += PATCH_KM / 2.0 + rng.normal(0.0, 15.0, size=2) - centroid
+
     vil_px = PATCH_KM / image_size
     vil_coords = (np.arange(image_size) + 0.5) * vil_px
-    texture = _texture(rng, vil_coords, wind.base)
+    texture = _texture(rng, vil_coords, wind.base, n_modes=12)
     field = _render(pos_arr, amp_arr, cells, vil_coords, 1.0, 0.45) * texture
     field[field < VIL_FLOOR] = 0.0
     # soft saturation of the cores: above 181 is common in cores, above 219 rare
