@@ -116,7 +116,7 @@ def open_forecast(path: str | os.PathLike[str]) -> xr.Dataset:
     if not p.exists():
         raise StormFusionError(f"{p}: forecast store does not exist")
     try:
-        ds = xr.open_zarr(p)
+        ds = xr.open_zarr(p, consolidated=False)
     except Exception as exc:  # zarr/xarray raise many types for unreadable stores
         raise StormFusionError(f"{p}: cannot open as a Zarr store ({exc})") from exc
     if "forecast" not in ds:

@@ -1,0 +1,338 @@
+"""The ``report`` step: every table and figure of the paper from the scored runs.
+
+Reads ``RESULTS/scores/RUN.{json,counts.npz}`` (all runs), ``RESULTS/forecasts/RUN.zarr``
+(forecast panels), ``RESULTS/models/RUN/metrics.csv`` (training curves of trained runs) and
+``RESULTS/models/<sgt run>/best.pt`` (storm-cell graph), and writes
+
+- ``RESULTS/tables/{main,ablations,per_lead}.{csv,md,tex}`` and, only when the protocol is
+  the published one on the real archive, ``RESULTS/tables/reference.*``;
+- ``RESULTS/tables/report.json``: provenance, bootstrap settings, what was left out and why;
+- ``RESULTS/figures/*.{png,pdf}`` (the directory is replaced whole).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stormfusion.data.splits import read_windows
+from stormfusion.errors import StormFusionError
+from stormfusion.io import atomic_path, remove_path, write_json_atomic
+from stormfusion.provenance import provenance
+from stormfusion.report import figures
+from stormfusion.report.inputs import (
+    RunScores,
+    RunSpec,
+    check_comparable,
+    load_scores,
+    parse_runs,
+    read_metrics,
+)
+from stormfusion.report.reference import Protocol, reference_table
+from stormfusion.report.stats import RunStats, compute_stats
+from stormfusion.report.tables import (
+    ablation_table,
+    main_table,
+    per_lead_table,
+    threshold_label,
+    write_table,
+)
+from stormfusion.verification.scoring import open_forecast
+
+logger = logging.getLogger(__name__)
+
+#: Threshold whose exceedances rank events for the forecast panels (heavy cores).
+PANEL_THRESHOLD = 133.0
+#: Model name whose explain() draws the storm-cell graph.
+GRAPH_MODEL = "sgt"
+SYNTHETIC_MANIFEST = "synthetic_manifest.json"
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """The report's inputs (the CLI's options)."""
+
+    runs: str
+    results: Path
+    zarr_dir: Path
+    windows: Path
+    events_meta: Path
+    config_hash: str
+    panel_events: int = 2
+    bootstrap: int = 1000
+    seed: int = 0
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise StormFusionError(f"{path}: event metadata not found")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise StormFusionError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or not meta.get("data_fingerprint"):
+        raise StormFusionError(f"{path}: no 'data_fingerprint'")
+    return meta
+
+
+def _check_fingerprints(scores: Mapping[str, RunScores], fingerprint: str, meta: Path) -> None:
+    for s in scores.values():
+        theirs = s.summary.get("data_fingerprint")
+        if theirs is None:
+            logger.warning("scores of %s carry no data fingerprint", s.name)
+        elif theirs != fingerprint:
+            raise StormFusionError(
+                f"scores of run {s.name!r} are from data {theirs}, but {meta} is data "
+                f"{fingerprint}: rescore the run"
+            )
+
+
+def _real_data(meta: Mapping[str, Any]) -> bool | None:
+    root = meta.get("data_root")
+    if not root or not Path(root).is_dir():
+        return None
+    return not (Path(root) / SYNTHETIC_MANIFEST).exists()
+
+
+def _protocol(options: ReportOptions, meta: Mapping[str, Any], image_size: int) -> Protocol:
+    table = read_windows(options.windows)
+    return Protocol(
+        input_frames=int(table["input_frames"].iloc[0]),
+        output_frames=int(table["output_frames"].iloc[0]),
+        image_size=image_size,
+        real_data=_real_data(meta),
+    )
+
+
+# ----------------------------------------------------------------------------- panels
+
+
+@dataclass(frozen=True)
+class PanelWindow:
+    event_id: str
+    window_start: int
+    sample: int  # index in the forecast stores (windows-table order of the split)
+
+
+def _vil_dataset(
+    options: ReportOptions, split: str, size: int, modalities: tuple[str, ...], normalize: bool
+) -> Any:
+    from stormfusion.data.dataset import SevirWindowDataset
+
+    return SevirWindowDataset(
+        zarr_dir=options.zarr_dir,
+        windows=options.windows,
+        split=split,
+        modalities=modalities,
+        image_size=size,
+        normalize=normalize,
+    )
+
+
+def choose_panels(scores: RunScores, forecast: Any, dataset: Any, n: int) -> list[PanelWindow]:
+    """The ``n`` events with most truth pixels >= 133, each at its most intense window."""
+    if n <= 0:
+        return []
+    k = int(np.searchsorted(scores.thresholds, PANEL_THRESHOLD))
+    k = min(k, len(scores.thresholds) - 1)
+    observed = scores.counts[:, k, :, 0] + scores.counts[:, k, :, 1]  # hits + misses
+    order = np.argsort(-observed.sum(axis=1), kind="stable")[:n]
+    ids = [str(e) for e in forecast["event_id"].values]
+    starts = [int(s) for s in forecast["window_start"].values]
+    chosen = []
+    for idx in order:
+        event = scores.event_ids[int(idx)]
+        samples = [i for i, e in enumerate(ids) if e == event]
+        if not samples:
+            continue
+        best = max(samples, key=lambda i: float((dataset[i]["target"] >= PANEL_THRESHOLD).sum()))
+        chosen.append(PanelWindow(event, starts[best], best))
+    return chosen
+
+
+def _panel_figures(
+    options: ReportOptions,
+    scores: Mapping[str, RunScores],
+    stores: Mapping[str, Any],
+    out_dir: Path,
+    prov: Mapping[str, str],
+) -> list[PanelWindow]:
+    first = next(iter(scores))
+    store = stores[first]
+    split = str(store.attrs["split"])
+    size = int(store.sizes["y"])
+    dataset = _vil_dataset(options, split, size, ("vil",), normalize=False)
+    if len(dataset) != store.sizes["sample"]:
+        raise StormFusionError(
+            f"{options.windows}: split {split!r} has {len(dataset)} windows but the forecasts "
+            f"of {first!r} have {store.sizes['sample']}"
+        )
+    panels = choose_panels(scores[first], store, dataset, options.panel_events)
+    lead_times = [int(v) for v in scores[first].lead_times]
+    for p in panels:
+        item = dataset[p.sample]
+        if (str(item["event_id"]), int(item["window_start"])) != (p.event_id, p.window_start):
+            raise StormFusionError(
+                f"{options.windows}: window {p.sample} of split {split!r} is not event "
+                f"{p.event_id} start {p.window_start} as in the forecast store"
+            )
+        forecasts = {}
+        for run, ds in stores.items():
+            ids = ds["event_id"].values
+            starts = ds["window_start"].values
+            hit = np.flatnonzero((ids == p.event_id) & (starts == p.window_start))
+            if hit.size:
+                forecasts[run] = np.asarray(ds["forecast"][int(hit[0])].values)
+        figures.forecast_panel(
+            f"panels_{p.event_id}",
+            f"event {p.event_id}, window start frame {p.window_start} ({split} split)",
+            item["inputs"]["vil"].numpy(),
+            item["target"].numpy(),
+            forecasts,
+            lead_times,
+            out_dir,
+            prov,
+        )
+    return panels
+
+
+def _graph_figure(
+    options: ReportOptions,
+    specs: Mapping[str, RunSpec],
+    stores: Mapping[str, Any],
+    panel: PanelWindow | None,
+    out_dir: Path,
+    prov: Mapping[str, str],
+) -> str:
+    """Draw the storm-cell graph; returns why it was skipped ("" when drawn)."""
+    run = next(
+        (s.name for s in specs.values() if s.model == GRAPH_MODEL and s.ablation_of is None), None
+    )
+    if run is None:
+        return f"no {GRAPH_MODEL} run is configured"
+    ckpt = options.results / "models" / run / "best.pt"
+    if not ckpt.is_file():
+        return f"{ckpt} does not exist"
+    if panel is None:
+        return "no panel window was chosen (panel_events = 0)"
+    from stormfusion.training.checkpoint import load_model
+
+    model = load_model(ckpt)
+    explain = getattr(model, "explain", None)
+    if explain is None:
+        return f"model {type(model).__name__} has no explain()"
+    store = stores[run]
+    split = str(store.attrs["split"])
+    size = int(store.sizes["y"])
+    data = _vil_dataset(options, split, size, tuple(model.modalities), normalize=True)
+    raw = _vil_dataset(options, split, size, ("vil",), normalize=False)
+    item = data[panel.sample]
+    inputs = {m: x[None] for m, x in item["inputs"].items()}
+    with torch.no_grad():
+        graph = explain(inputs, item["mask"][None])[0]
+    background = raw[panel.sample]["inputs"]["vil"][-1].numpy()
+    title = (
+        f"{run}: storm cells and GNN attention, event {panel.event_id}, "
+        f"window start {panel.window_start} (last input frame)"
+    )
+    figures.storm_graph(background, graph, title, out_dir, prov)
+    return ""
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def make_report(options: ReportOptions) -> dict[str, Any]:
+    """Write every table and figure; return the report record (also tables/report.json)."""
+    if options.bootstrap < 0 or options.panel_events < 0:
+        raise StormFusionError("--bootstrap and --panel-events must be >= 0")
+    specs = parse_runs(options.runs)
+    meta = _read_meta(options.events_meta)
+    fingerprint = str(meta["data_fingerprint"])
+    prov = provenance(config_hash=options.config_hash, data_fingerprint=fingerprint)
+    scores = {name: load_scores(options.results, spec) for name, spec in specs.items()}
+    _check_fingerprints(scores, fingerprint, options.events_meta)
+    check_comparable(scores)
+    first = next(iter(scores.values()))
+    labels = [threshold_label(t) for t in first.thresholds]
+    lead_times = [int(v) for v in first.lead_times]
+    stats: dict[str, RunStats] = compute_stats(scores, options.bootstrap, options.seed)
+    ref = next(
+        (
+            s.name
+            for s in stats.values()
+            if s.vs_reference is not None and s.model == "persistence" and s.ablation_of is None
+        ),
+        None,
+    )
+
+    tables_dir = options.results / "tables"
+    tables = [
+        main_table(stats, labels, ref, prov, options.bootstrap, options.seed),
+        ablation_table(stats, labels, prov, options.bootstrap, options.seed),
+        per_lead_table(stats, labels, lead_times, prov),
+    ]
+    stores = {name: open_forecast(options.results / "forecasts" / f"{name}.zarr") for name in specs}
+    size = int(next(iter(stores.values())).sizes["y"])
+    protocol = _protocol(options, meta, size)
+    matches, why_not = protocol.matches()
+    if matches:
+        tables.append(reference_table(stats, labels, prov))
+    else:
+        logger.info("published reference table left out: %s", why_not)
+        for ext in ("csv", "md", "tex"):
+            remove_path(tables_dir / f"reference.{ext}")
+    for table in tables:
+        write_table(table, tables_dir, prov)
+        logger.info("wrote %s/%s.{csv,md,tex}", tables_dir, table.name)
+
+    skipped: dict[str, str] = {}
+    with atomic_path(options.results / "figures") as fig_dir:
+        fig_dir.mkdir(parents=True)
+        figures.csi_vs_lead(stats, labels, lead_times, fig_dir, prov)
+        figures.performance_diagram(stats, labels, fig_dir, prov)
+        curves = {}
+        for spec in specs.values():
+            if spec.trainable:
+                metrics = read_metrics(options.results / "models" / spec.name / "metrics.csv")
+                if metrics is not None:
+                    curves[spec.name] = metrics
+        if curves:
+            figures.training_curves(curves, fig_dir, prov)
+        else:
+            skipped["training_curves"] = "no trained run has metrics.csv"
+        panels = _panel_figures(options, scores, stores, fig_dir, prov)
+        reason = _graph_figure(options, specs, stores, panels[0] if panels else None, fig_dir, prov)
+        if reason:
+            skipped["storm_graph"] = reason
+        written = sorted(p.name for p in fig_dir.iterdir())
+    for name, reason in skipped.items():
+        logger.info("figure %s left out: %s", name, reason)
+    record = {
+        "provenance": prov,
+        "runs": list(specs),
+        "bootstrap": {
+            "resamples": options.bootstrap,
+            "seed": options.seed,
+            "level": 0.95,
+            "unit": "event",
+            "n_events": len(first.event_ids),
+        },
+        "reference_run": ref,
+        "reference_table": matches,
+        "reference_reason": why_not or None,
+        "panels": [p.__dict__ for p in panels],
+        "figures": written,
+        "skipped_figures": skipped,
+        "tables": [t.name for t in tables],
+    }
+    write_json_atomic(tables_dir / "report.json", record)
+    logger.info("report: %d tables, %d figure files", len(tables), len(written))
+    return record

@@ -1,0 +1,248 @@
+"""The paper figures (PNG and PDF, Agg backend, provenance in the footer and metadata).
+
+- ``csi_lead``: CSI against lead time, one panel per threshold, one line per run;
+- ``performance_diagram``: POD against success ratio with CSI contours and bias lines
+  (Roebber 2009), one marker per (run, threshold), counts pooled over leads;
+- ``panels_<event>``: inputs, truth and every run's forecast for one window, VIL colours;
+- ``storm_graph``: the SGT's storm cells and GNN attention edges over the last VIL input;
+- ``training_curves``: training and validation loss against epoch for the trained runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+
+from stormfusion.report.stats import RunStats
+from stormfusion.report.style import save_figure, vil_colormap
+
+logger = logging.getLogger(__name__)
+
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _colours(n: int) -> list[Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    return [cmap(i % 10) for i in range(n)]
+
+
+def csi_vs_lead(
+    stats: Mapping[str, RunStats],
+    labels: Sequence[str],
+    lead_times: Sequence[int],
+    out_dir: Path,
+    prov: Mapping[str, str],
+) -> list[Path]:
+    """CSI against lead time for every threshold (one panel each) and run."""
+    n = len(labels)
+    cols = min(3, n)
+    rows = (n + cols - 1) // cols
+    fig = Figure(figsize=(4.0 * cols, 3.2 * rows + 0.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, sharex=True, squeeze=False)).ravel()
+    colours = _colours(len(stats))
+    for k, label in enumerate(labels):
+        ax = axes[k]
+        for (name, s), colour in zip(stats.items(), colours, strict=True):
+            style = "--" if s.ablation_of else "-"
+            ax.plot(lead_times, s.csi_by_lead[k], style, marker="o", ms=3, color=colour, label=name)
+        ax.set_title(f"CSI, VIL >= {label}")
+        ax.set_ylim(0.0, 1.0)
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("lead time (min)")
+        ax.set_ylabel("CSI")
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside right center", fontsize=8)
+    paths = save_figure(fig, out_dir, "csi_lead", prov)
+    return paths
+
+
+def performance_diagram(
+    stats: Mapping[str, RunStats],
+    labels: Sequence[str],
+    out_dir: Path,
+    prov: Mapping[str, str],
+) -> list[Path]:
+    """POD against success ratio; CSI contours and frequency-bias lines in the background."""
+    fig = Figure(figsize=(6.5, 6.0), layout="constrained")
+    ax = fig.subplots()
+    sr, pod_grid = np.meshgrid(np.linspace(0.001, 1, 200), np.linspace(0.001, 1, 200))
+    csi_grid = 1.0 / (1.0 / sr + 1.0 / pod_grid - 1.0)
+    filled = ax.contourf(
+        sr, pod_grid, csi_grid, levels=np.linspace(0, 1, 11), cmap="Blues", alpha=0.6
+    )
+    fig.colorbar(filled, ax=ax, label="CSI")
+    for b in (0.3, 0.5, 0.8, 1.0, 1.3, 2.0, 3.0, 5.0):
+        x = np.linspace(0.001, 1, 100)
+        y = b * x
+        keep = y <= 1.0
+        ax.plot(x[keep], y[keep], ":", color="0.35", lw=0.8)
+        xe, ye = (1.0, b) if b <= 1.0 else (1.0 / b, 1.0)
+        ax.annotate(
+            f"{b:g}", (xe, ye), fontsize=7, color="0.3", xytext=(2, 2), textcoords="offset points"
+        )
+    colours = _colours(len(stats))
+    for (name, s), colour in zip(stats.items(), colours, strict=True):
+        for k in range(len(labels)):
+            if np.isfinite(s.sucr_all[k]) and np.isfinite(s.pod_all[k]):
+                ax.plot(
+                    s.sucr_all[k],
+                    s.pod_all[k],
+                    _MARKERS[k % len(_MARKERS)],
+                    color=colour,
+                    mec="k",
+                    mew=0.4,
+                    ms=7,
+                    label=name if k == 0 else None,
+                )
+    for k, label in enumerate(labels):
+        ax.plot([], [], _MARKERS[k % len(_MARKERS)], color="0.6", mec="k", label=f"VIL >= {label}")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("success ratio (1 - FAR)")
+    ax.set_ylabel("probability of detection")
+    ax.set_title("Performance diagram (counts pooled over lead times; dotted: bias)")
+    ax.legend(fontsize=7, loc="lower left", ncol=2)
+    return save_figure(fig, out_dir, "performance_diagram", prov)
+
+
+def training_curves(
+    curves: Mapping[str, pd.DataFrame], out_dir: Path, prov: Mapping[str, str]
+) -> list[Path]:
+    """Training (left) and validation (right) loss against epoch for every trained run."""
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    colours = _colours(len(curves))
+    for (name, table), colour in zip(curves.items(), colours, strict=True):
+        for ax, column in zip(axes, ("train_loss", "val_loss"), strict=True):
+            if column in table.columns and table[column].notna().any():
+                ax.plot(table["epoch"], table[column], marker="o", ms=3, color=colour, label=name)
+    for ax, title in zip(axes, ("training loss", "validation loss"), strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        values = [line.get_ydata() for line in ax.get_lines()]
+        if values and all(np.all(np.asarray(v, dtype=float) > 0) for v in values):
+            ax.set_yscale("log")
+    axes[0].set_ylabel("loss")
+    if curves:
+        axes[1].legend(fontsize=8)
+    return save_figure(fig, out_dir, "training_curves", prov)
+
+
+def forecast_panel(
+    name: str,
+    title: str,
+    inputs: np.ndarray,
+    truth: np.ndarray,
+    forecasts: Mapping[str, np.ndarray],
+    lead_times: Sequence[int],
+    out_dir: Path,
+    prov: Mapping[str, str],
+    max_columns: int = 6,
+) -> list[Path]:
+    """One window: the last input frames, the truth and each run's forecast, VIL colours.
+
+    ``inputs`` (T_in, H, W), ``truth`` and each forecast (T_out, H, W), 0..255 VIL.
+    """
+    cmap, norm = vil_colormap()
+    n_out = truth.shape[0]
+    cols = min(max_columns, n_out)
+    leads = np.unique(np.linspace(0, n_out - 1, cols).round().astype(int))
+    cols = len(leads)
+    shown_inputs = inputs[-cols:]
+    rows = [
+        (
+            "inputs",
+            shown_inputs,
+            [f"t = {-5 * (len(shown_inputs) - 1 - i)} min" for i in range(len(shown_inputs))],
+        )
+    ]
+    rows.append(("truth", truth[leads], [f"+{lead_times[j]} min" for j in leads]))
+    rows += [
+        (run, f[leads], [f"+{lead_times[j]} min" for j in leads]) for run, f in forecasts.items()
+    ]
+    fig = Figure(figsize=(1.9 * cols + 1.2, 1.9 * len(rows) + 0.6), layout="constrained")
+    axes = fig.subplots(len(rows), cols, squeeze=False)
+    image = None
+    for r, (label, frames, titles) in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(frames):
+                ax.set_visible(False)
+                continue
+            image = ax.imshow(
+                frames[c], cmap=cmap, norm=norm, origin="lower", interpolation="nearest"
+            )
+            ax.set_title(titles[c], fontsize=7)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=8)
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.6, label="VIL (digital, 0..255)", extend="both")
+    fig.suptitle(title, fontsize=9)
+    return save_figure(fig, out_dir, name, prov)
+
+
+def storm_graph(
+    background: np.ndarray,
+    graph: Mapping[str, Any],
+    title: str,
+    out_dir: Path,
+    prov: Mapping[str, str],
+) -> list[Path]:
+    """Storm cells (nodes, coloured by peak VIL) and GNN attention edges over VIL.
+
+    ``background`` (H, W) 0..255 VIL; ``graph`` one item of ``explain()``: ``positions``
+    (N, 2) in [0, 1] as (x, y) with y northwards, ``edge_index`` (2, E), ``attention`` (E,),
+    ``intensity`` (N,).
+    """
+    cmap, norm = vil_colormap()
+    size = background.shape[-1]
+    pos = np.asarray(graph["positions"], dtype=float) * (size - 1)
+    edges = np.asarray(graph["edge_index"], dtype=int).reshape(2, -1)
+    attention = np.asarray(graph["attention"], dtype=float).ravel()
+    intensity = np.asarray(graph["intensity"], dtype=float).ravel()
+    fig = Figure(figsize=(6.5, 5.6), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(background, cmap=cmap, norm=norm, origin="lower", interpolation="nearest")
+    if edges.shape[1]:
+        segments = np.stack([pos[edges[0]], pos[edges[1]]], axis=1)
+        span = float(np.ptp(attention)) if attention.size else 0.0
+        weight = (attention - attention.min()) / span if span > 0 else np.ones_like(attention)
+        lines = LineCollection(
+            list(segments), cmap="plasma", linewidths=0.5 + 2.5 * weight, alpha=0.85
+        )
+        lines.set_array(attention)
+        ax.add_collection(lines)
+        fig.colorbar(lines, ax=ax, shrink=0.7, label="GNN attention (last layer, mean of heads)")
+    if pos.shape[0]:
+        ax.scatter(
+            pos[:, 0],
+            pos[:, 1],
+            c=intensity,
+            cmap="Greys",
+            vmin=0,
+            vmax=255,
+            s=30,
+            edgecolors="cyan",
+            linewidths=0.8,
+            zorder=3,
+        )
+    ax.set_xlim(-0.5, size - 0.5)
+    ax.set_ylim(-0.5, size - 0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+    return save_figure(fig, out_dir, "storm_graph", prov)

@@ -1,0 +1,76 @@
+"""Shared look of the figures: the SEVIR VIL colour scale and the provenance footer.
+
+The VIL colour scale is the standard one of the SEVIR tutorial's display code: boundaries
+at 16, 31, 59, 74, 100, 133, 160, 181, 219 and 255 on the digital VIL scale, nine colours
+between them (greys and greens for light precipitation, yellow-orange-red for heavy cores),
+black below 16 and magenta above 255. Images are drawn with ``origin="lower"`` because row
+0 of a SEVIR image is its southern edge.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from matplotlib.colors import BoundaryNorm, ListedColormap
+from matplotlib.figure import Figure
+
+from stormfusion.io import atomic_path
+
+#: Boundaries of the SEVIR VIL colour scale (0..255 digital VIL).
+VIL_LEVELS: tuple[float, ...] = (16, 31, 59, 74, 100, 133, 160, 181, 219, 255)
+#: Colour below the first level, the nine colours between levels, the colour above the last.
+VIL_COLOURS: tuple[tuple[float, float, float], ...] = (
+    (0.0, 0.0, 0.0),
+    (0.30196, 0.30196, 0.30196),
+    (0.15686, 0.74510, 0.15686),
+    (0.09804, 0.58824, 0.09804),
+    (0.03922, 0.41176, 0.03922),
+    (0.03922, 0.29412, 0.03922),
+    (0.96078, 0.96078, 0.0),
+    (0.92941, 0.67451, 0.0),
+    (0.94118, 0.43137, 0.0),
+    (0.62745, 0.0, 0.0),
+    (0.90588, 0.0, 1.0),
+)
+
+
+def vil_colormap() -> tuple[ListedColormap, BoundaryNorm]:
+    """The SEVIR VIL colormap and its norm, for ``imshow(..., cmap=cmap, norm=norm)``."""
+    cmap = ListedColormap(list(VIL_COLOURS[1:-1]), name="sevir_vil")
+    cmap.set_under(VIL_COLOURS[0])
+    cmap.set_bad(VIL_COLOURS[0])
+    cmap.set_over(VIL_COLOURS[-1])
+    norm = BoundaryNorm(list(VIL_LEVELS), cmap.N)
+    return cmap, norm
+
+
+def provenance_line(prov: Mapping[str, str]) -> str:
+    """One line naming the config hash, data fingerprint, package version and git commit."""
+    return (
+        f"config {prov.get('config_hash', 'unknown')}"
+        f" | data {prov.get('data_fingerprint', 'unknown')}"
+        f" | stormfusion {prov.get('package_version', 'unknown')}"
+        f" | git {str(prov.get('git_commit', 'unknown'))[:12]}"
+    )
+
+
+def save_figure(fig: Figure, out_dir: Path, name: str, prov: Mapping[str, str]) -> list[Path]:
+    """Write ``name``.png and ``name``.pdf with the provenance in the footer and metadata."""
+    fig.text(0.5, 0.002, provenance_line(prov), ha="center", va="bottom", fontsize=6, color="0.4")
+    text = json.dumps(dict(prov), sort_keys=True)
+    paths = []
+    for ext, meta in (
+        ("png", {"Description": text, "Software": "stormfusion"}),
+        ("pdf", {"Subject": text, "Creator": "stormfusion"}),
+    ):
+        path = out_dir / f"{name}.{ext}"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, dpi=150, metadata=meta, bbox_inches="tight")
+        paths.append(path)
+    return paths

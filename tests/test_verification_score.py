@@ -1,0 +1,119 @@
+"""The score step on small stores: known answers, brute-force counts, mismatches."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stormfusion.cli import main
+from tests.verification_support import T_OUT, brute_counts, make_case, write_forecast_store
+
+THRESHOLDS = (16, 74, 133, 160, 181, 219)
+
+
+def _score(case_root: Path, forecast: Path, zarr_dir: Path, windows: Path) -> tuple[int, Path]:
+    out = case_root / "results" / "scores"
+    rc = main(
+        [
+            "score",
+            "--forecast",
+            str(forecast),
+            "--truth",
+            str(zarr_dir / "vil.zarr"),
+            "--windows",
+            str(windows),
+            "--out-csv",
+            str(out / "run.csv"),
+            "--out-json",
+            str(out / "run.json"),
+            "--out-counts",
+            str(out / "run.counts.npz"),
+            "--batch-size",
+            "4",
+        ]
+    )
+    return rc, out
+
+
+def test_score_persistence_against_brute_force(tmp_path: Path) -> None:
+    case = make_case(tmp_path)
+    persistence = np.repeat(case.last_input[:, None], T_OUT, axis=1)
+    path = write_forecast_store(
+        case.forecast_path("persistence"), persistence, case.windows, "persistence", "persistence"
+    )
+    rc, out = _score(tmp_path, path, case.zarr_dir, case.windows_csv)
+    assert rc == 0
+    table = pd.read_csv(out / "run.csv")
+    summary = json.loads((out / "run.json").read_text())
+    pixel = table[table["pool"] == "none"]
+    for t in THRESHOLDS:
+        for lead in range(T_OUT):
+            row = pixel[(pixel["threshold"] == t) & (pixel["lead_time"] == str(5 * (lead + 1)))]
+            want = brute_counts(persistence[:, lead], case.truth[:, lead], t)
+            assert (
+                int(row["hits"].iloc[0]),
+                int(row["misses"].iloc[0]),
+                int(row["false_alarms"].iloc[0]),
+            ) == want
+    # CSI-M as published from brute-force counts pooled over leads
+    csis = []
+    for t in THRESHOLDS:
+        h, m, f = brute_counts(persistence, case.truth, t)
+        if h + m + f:
+            csis.append(h / (h + m + f))
+    assert summary["csi_m"] == pytest.approx(np.mean(csis))
+    err = persistence.astype(float) - case.truth
+    assert summary["mse"] == pytest.approx(np.mean(err**2))
+    assert summary["mae"] == pytest.approx(np.mean(np.abs(err)))
+    assert summary["lpips"] is None and "not found" in summary["lpips_reason"]
+    assert summary["data_fingerprint"] == "fp-verification-test"
+    assert summary["n_events"] == 3 and summary["n_samples"] == 9
+    with np.load(out / "run.counts.npz") as data:
+        assert data["counts"].shape == (3, 6, T_OUT, 4)
+        assert data["counts_max4"].shape == (3, 6, T_OUT, 4)
+        per_lead = pixel[pixel["lead_time"] != "all"]
+        assert int(data["counts"][..., 0].sum()) == int(per_lead["hits"].sum())
+
+
+def test_perfect_forecast_scores_one(tmp_path: Path) -> None:
+    case = make_case(tmp_path, n_events=2)
+    path = write_forecast_store(
+        case.forecast_path("perfect"), case.truth, case.windows, "perfect", "persistence"
+    )
+    rc, out = _score(tmp_path, path, case.zarr_dir, case.windows_csv)
+    assert rc == 0
+    summary = json.loads((out / "run.json").read_text())
+    defined = [v for v in summary["csi"].values() if v is not None]
+    assert defined and all(v == 1.0 for v in defined)
+    assert summary["mse"] == 0.0 and summary["ssim"] == pytest.approx(1.0)
+    assert summary["csi_m"] == 1.0 and summary["pooled"]["max4"]["csi_m"] == 1.0
+
+
+def test_forecasts_of_other_windows_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    case = make_case(tmp_path, n_events=2)
+    shuffled = case.windows.iloc[::-1].reset_index(drop=True)
+    path = write_forecast_store(
+        case.forecast_path("x"), case.truth[::-1], shuffled, "x", "persistence"
+    )
+    rc, out = _score(tmp_path, path, case.zarr_dir, case.windows_csv)
+    assert rc == 2
+    assert "forecasts and windows differ" in capsys.readouterr().err
+    assert not (out / "run.csv").exists() and not (out / "run.counts.npz").exists()
+
+
+def test_forecasts_from_other_data_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    case = make_case(tmp_path, n_events=2)
+    path = write_forecast_store(
+        case.forecast_path("x"), case.truth, case.windows, "x", "persistence", fingerprint="another"
+    )
+    rc, _ = _score(tmp_path, path, case.zarr_dir, case.windows_csv)
+    assert rc == 2
+    assert "another" in capsys.readouterr().err
