@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import logging
 import multiprocessing
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import ClassVar
@@ -38,6 +39,8 @@ def _pool(workers: int) -> ProcessPoolExecutor:
         # forkserver: workers start from a clean process, never a fork of a parent whose
         # torch/OpenCV thread pools are already running.
         context = multiprocessing.get_context("forkserver")
+        # The server imports this module (torch, pysteps) once; workers fork from it.
+        context.set_forkserver_preload([__name__])
         _POOLS[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=context)
     return _POOLS[workers]
 
@@ -64,7 +67,11 @@ def lk_extrapolate(frames: np.ndarray, lead_frames: int) -> np.ndarray:
     frames = np.asarray(frames, dtype=np.float64)
     if not np.any(frames[-1] > 0):
         return np.zeros((lead_frames, *frames.shape[1:]), dtype=np.float32)
-    velocity = motion.get_method("LK")(frames, verbose=False)
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        # pysteps' outlier test takes the covariance of tiny neighbourhoods when few features
+        # are tracked (small or nearly empty fields); it handles the NaNs itself.
+        warnings.filterwarnings("ignore", "Degrees of freedom", RuntimeWarning)
+        velocity = motion.get_method("LK")(frames, verbose=False)
     extrapolate = nowcasts.get_method("extrapolation")
     forecast = extrapolate(frames[-1], velocity, lead_frames, extrap_kwargs={"outval": 0.0})
     return np.nan_to_num(np.asarray(forecast, dtype=np.float32), nan=0.0)

@@ -39,8 +39,9 @@ class StormCellDetector(nn.Module):
     """Local maxima of VIL above ``threshold``, at least ``min_separation`` pixels apart.
 
     A pixel is a peak when it is the maximum of the (2s+1) x (2s+1) window around it
-    (s = ``min_separation``) and its VIL is >= ``threshold``; ties on plateaus are broken by
-    a tiny deterministic ramp over the pixel index, so a flat top gives one peak. At most
+    (s = ``min_separation``) and its VIL is >= ``threshold``; pixels are ranked by VIL rounded
+    to the digital integer, ties (plateaus) broken by pixel index, so a flat top gives one
+    peak. At most
     ``max_cells`` peaks are kept per sample, the strongest. All batched tensor operations.
 
     Args:
@@ -67,8 +68,10 @@ class StormCellDetector(nn.Module):
         """Detect cells in ``vil`` (B, H, W), raw 0..255 scale."""
         b, h, w = vil.shape
         vil = vil.float()
-        ramp = torch.arange(h * w, device=vil.device, dtype=torch.float32).reshape(h, w)
-        score = vil + 1e-3 * ramp / (h * w)
+        # Exact tie-breaking: digital VIL is an integer, so rank by (rounded VIL, pixel index)
+        # packed into one float64 (exact up to 2^53; 255 * 384^2 is about 3.8e7).
+        index = torch.arange(h * w, device=vil.device, dtype=torch.float64).reshape(h, w)
+        score = torch.round(vil).double() * (h * w) + index
         s = self.min_separation
         window_max = F.max_pool2d(score[:, None], 2 * s + 1, stride=1, padding=s)[:, 0]
         peaks = (score >= window_max) & (vil >= self.threshold)
