@@ -193,7 +193,13 @@ if argv == ["--version"]:
     print("apptainer version 1.3.4")
     sys.exit(0)
 with open(os.environ["APPTAINER_STANDIN_LOG"], "a") as log:
-    log.write(json.dumps({{"argv": argv, "cwd": os.getcwd()}}) + "\\n")
+    record = {{
+        "argv": argv,
+        "cwd": os.getcwd(),
+        "slurm_job": os.environ.get("SLURM_JOB_ID"),
+        "slurm_step": os.environ.get("SLURM_STEP_ID"),
+    }}
+    log.write(json.dumps(record) + "\\n")
 if "exec" not in argv or len(argv) < 4 or argv[-2] != "-c":
     sys.exit(f"stand-in apptainer: not an exec call: {{argv}}")
 shell, command = argv[-3], argv[-1]
