@@ -99,8 +99,13 @@ def _timed(endpoint: str, keys: Sequence[str], root: Path, repeats: int) -> dict
 
 
 def _wait(endpoint: str, timeout: float = 30.0) -> None:
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id="x", aws_secret_access_key="x")
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+    )
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -123,7 +128,8 @@ def main() -> None:
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     endpoint = f"http://127.0.0.1:{port}"
     try:
@@ -132,16 +138,26 @@ def main() -> None:
             root = Path(tmp)
             src = root / "src"
             synthesize_archive(src, n_storm=args.events, n_random=0, image_size=384, seed=0)
-            run_selection(src / "CATALOG.csv", SelectionOptions(require_complete=False),
-                          root / "events.csv", root / "events.json")
+            run_selection(
+                src / "CATALOG.csv",
+                SelectionOptions(require_complete=False),
+                root / "events.csv",
+                root / "events.json",
+            )
             keys = event_keys(root / "events.csv")
-            client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                                  aws_access_key_id="x", aws_secret_access_key="x")
+            client = boto3.client(
+                "s3",
+                endpoint_url=endpoint,
+                region_name="us-east-1",
+                aws_access_key_id="x",
+                aws_secret_access_key="x",
+            )
             client.create_bucket(Bucket="sevir")
             config = TransferConfig(multipart_threshold=8 * MIB, multipart_chunksize=8 * MIB)
             for key in keys:
-                client.upload_file(str(src / key), "sevir", key,
-                                   ExtraArgs={"ACL": "public-read"}, Config=config)
+                client.upload_file(
+                    str(src / key), "sevir", key, ExtraArgs={"ACL": "public-read"}, Config=config
+                )
             total = sum((src / k).stat().st_size for k in keys) / 1e6
 
             copy_s = float("inf")
@@ -168,13 +184,17 @@ def main() -> None:
         print("| path | concurrency | seconds | MB/s | vs concurrency 1 | vs local copy |")
         print("|---|---|---|---|---|---|")
         for conc in (1, 8):
-            print(f"| loopback | {conc} | {best[conc]:.2f} | {total / best[conc]:.0f} | "
-                  f"{best[1] / best[conc]:.2f}x | {copy_s / best[conc]:.3f}x |")
+            print(
+                f"| loopback | {conc} | {best[conc]:.2f} | {total / best[conc]:.0f} | "
+                f"{best[1] / best[conc]:.2f}x | {copy_s / best[conc]:.3f}x |"
+            )
         print(f"| local copy (yardstick) | | {copy_s:.2f} | {total / copy_s:.0f} | | 1x |")
         for conc in (1, 8):
-            print(f"| {args.link_mbps:g} MB/s per connection ({link_total:.1f} MB, vil + lght) "
-                  f"| {conc} | {slow[conc]:.2f} | {link_total / slow[conc]:.1f} | "
-                  f"{slow[1] / slow[conc]:.2f}x | |")
+            print(
+                f"| {args.link_mbps:g} MB/s per connection ({link_total:.1f} MB, vil + lght) "
+                f"| {conc} | {slow[conc]:.2f} | {link_total / slow[conc]:.1f} | "
+                f"{slow[1] / slow[conc]:.2f}x | |"
+            )
     finally:
         server.terminate()
         server.wait(timeout=10)

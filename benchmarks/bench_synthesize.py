@@ -46,8 +46,10 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         root = Path(tmp)
-        print("| archive | events | MB written | seconds | MB/s | events/s | "
-              "write-only MB/s (yardstick) | synth / write-only time |")
+        print(
+            "| archive | events | MB written | seconds | MB/s | events/s | "
+            "write-only MB/s (yardstick) | synth / write-only time |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         for name, n_storm, n_random, size in CASES:
             best = float("inf")
@@ -61,8 +63,10 @@ def main() -> None:
             n = n_storm + n_random
             io = min(_write_only(root, n, size) for _ in range(args.repeats))
             io_mb = (n * size * size * 49 + 2 * n * (size // 2) ** 2 * 49 * 2) / 1e6
-            print(f"| {name} | {n} | {mb:.1f} | {best:.2f} | {mb / best:.1f} | {n / best:.1f} "
-                  f"| {io_mb / io:.0f} | {best / io:.0f}x |")
+            print(
+                f"| {name} | {n} | {mb:.1f} | {best:.2f} | {mb / best:.1f} | {n / best:.1f} "
+                f"| {io_mb / io:.0f} | {best / io:.0f}x |"
+            )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,12 @@ def synthetic_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Raw data root of the tiny twin (CATALOG.csv, data/, synthetic_manifest.json)."""
     root = tmp_path_factory.mktemp("sevir_twin") / "raw"
     synthesize_archive(
-        root, n_storm=TWIN_STORM, n_random=TWIN_RANDOM, image_size=TWIN_SIZE,
-        year=TWIN_YEAR, seed=TWIN_SEED,
+        root,
+        n_storm=TWIN_STORM,
+        n_random=TWIN_RANDOM,
+        image_size=TWIN_SIZE,
+        year=TWIN_YEAR,
+        seed=TWIN_SEED,
     )
     return root
 
@@ -42,7 +46,10 @@ def event_index(synthetic_archive: Path, tmp_path_factory: pytest.TempPathFactor
     """``events.csv`` of the tiny twin (``events.json`` beside it)."""
     out = tmp_path_factory.mktemp("sevir_index")
     run_selection(
-        synthetic_archive / "CATALOG.csv", SelectionOptions(), out / "events.csv",
-        out / "events.json", data_root=synthetic_archive,
+        synthetic_archive / "CATALOG.csv",
+        SelectionOptions(),
+        out / "events.csv",
+        out / "events.json",
+        data_root=synthetic_archive,
     )
     return out / "events.csv"

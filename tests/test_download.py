@@ -113,8 +113,11 @@ def s3(tmp_path_factory: pytest.TempPathFactory, synthetic_archive: Path) -> Ite
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
     client = boto3.client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1",
-        aws_access_key_id="testing", aws_secret_access_key="testing",
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
     )
     client.create_bucket(Bucket="twin")
     client.create_bucket(Bucket="big")
@@ -123,22 +126,41 @@ def s3(tmp_path_factory: pytest.TempPathFactory, synthetic_archive: Path) -> Ite
     synthesize_archive(big_root, n_storm=1, n_random=0, image_size=384, seed=3)
     big_keys = _upload_tree(client, "big", big_root)
     yield {
-        "endpoint": endpoint, "port": port, "client": client, "twin": twin_keys,
-        "big": big_keys, "big_root": big_root,
+        "endpoint": endpoint,
+        "port": port,
+        "client": client,
+        "twin": twin_keys,
+        "big": big_keys,
+        "big_root": big_root,
     }
     server.stop()
 
 
 def _opts(s3: dict, bucket: str = "twin", **kw: object) -> S3Options:
-    base = {"bucket": bucket, "endpoint_url": s3["endpoint"], "retries": 1, "backoff_s": 0.05,
-            "chunk_size": PART}
+    base = {
+        "bucket": bucket,
+        "endpoint_url": s3["endpoint"],
+        "retries": 1,
+        "backoff_s": 0.05,
+        "chunk_size": PART,
+    }
     base.update(kw)
     return S3Options(**base)  # type: ignore[arg-type]
 
 
 def _cli(s3_endpoint: str, *args: str) -> int:
-    return main(["download", "--region", "us-east-1", "--retries", "0",
-                 "--endpoint-url", s3_endpoint, *args])
+    return main(
+        [
+            "download",
+            "--region",
+            "us-east-1",
+            "--retries",
+            "0",
+            "--endpoint-url",
+            s3_endpoint,
+            *args,
+        ]
+    )
 
 
 def _md5(path: Path) -> str:
@@ -190,13 +212,29 @@ def test_event_files_verified_and_skipped_on_rerun(
     out = tmp_path / "raw"
     meta = tmp_path / "events"
     assert _cli(s3["endpoint"], "--bucket", "twin", "--out", str(out), "--catalog-only") == 0
-    run_selection(out / "CATALOG.csv", SelectionOptions(kind="all"), meta / "events.csv",
-                  meta / "events.json", data_root=out)
+    run_selection(
+        out / "CATALOG.csv",
+        SelectionOptions(kind="all"),
+        meta / "events.csv",
+        meta / "events.json",
+        data_root=out,
+    )
     keys = event_keys(meta / "events.csv")
     assert keys and all(k.startswith("data/") for k in keys)
     manifest = tmp_path / "manifest.json"
-    code = _cli(s3["endpoint"], "--bucket", "twin", "--out", str(out), "--events",
-                str(meta / "events.csv"), "--manifest", str(manifest), "--concurrency", "4")
+    code = _cli(
+        s3["endpoint"],
+        "--bucket",
+        "twin",
+        "--out",
+        str(out),
+        "--events",
+        str(meta / "events.csv"),
+        "--manifest",
+        str(manifest),
+        "--concurrency",
+        "4",
+    )
     assert code == 0
     record = json.loads(manifest.read_text())
     assert [f["key"] for f in record["files"]] == keys
@@ -236,10 +274,23 @@ def test_kill_midway_then_rerun_gives_identical_files(s3: dict, tmp_path: Path) 
     out = tmp_path / "raw"
     target = out / BIG_KEY
     try:
-        cmd = [sys.executable, "-m", "stormfusion", "download", "--bucket", "big",
-               "--endpoint-url", f"http://127.0.0.1:{relay.server_address[1]}",
-               "--retries", "0", "--out", str(out), "--concurrency", "2",
-               "--catalog-only"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "stormfusion",
+            "download",
+            "--bucket",
+            "big",
+            "--endpoint-url",
+            f"http://127.0.0.1:{relay.server_address[1]}",
+            "--retries",
+            "0",
+            "--out",
+            str(out),
+            "--concurrency",
+            "2",
+            "--catalog-only",
+        ]
         # fetch the big VIL file through the slow relay: use an index naming only it
         events = tmp_path / "events.csv"
         events.write_text(
@@ -249,13 +300,17 @@ def test_kill_midway_then_rerun_gives_identical_files(s3: dict, tmp_path: Path) 
         cmd[cmd.index("--catalog-only")] = "--events"
         cmd.append(str(events))
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 60
         partial: list[Path] = []
         while time.monotonic() < deadline and proc.poll() is None:
-            partial = [p for p in target.parent.glob(".*part-*") if p.stat().st_size > 0] if (
-                target.parent.is_dir()) else []
+            partial = (
+                [p for p in target.parent.glob(".*part-*") if p.stat().st_size > 0]
+                if (target.parent.is_dir())
+                else []
+            )
             if partial:
                 break
             time.sleep(0.02)
@@ -280,16 +335,20 @@ def test_kill_midway_then_rerun_gives_identical_files(s3: dict, tmp_path: Path) 
 def test_unreachable_endpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     port = _free_port()  # nothing listens there
     out = tmp_path / "raw"
-    assert _cli(f"http://127.0.0.1:{port}", "--bucket", "twin", "--out", str(out),
-                "--catalog-only") == 2
+    assert (
+        _cli(f"http://127.0.0.1:{port}", "--bucket", "twin", "--out", str(out), "--catalog-only")
+        == 2
+    )
     err = capsys.readouterr().err
     assert "cannot reach the S3 endpoint" in err and str(port) in err
     assert not (out / "CATALOG.csv").exists()
 
 
 def test_missing_bucket(s3: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert _cli(s3["endpoint"], "--bucket", "no-such-bucket", "--out", str(tmp_path),
-                "--catalog-only") == 2
+    assert (
+        _cli(s3["endpoint"], "--bucket", "no-such-bucket", "--out", str(tmp_path), "--catalog-only")
+        == 2
+    )
     assert "bucket 'no-such-bucket' does not exist" in capsys.readouterr().err
 
 
@@ -306,13 +365,15 @@ def test_corrupt_object_is_deleted_retried_and_named(s3: dict, tmp_path: Path) -
 
     key = "CATALOG.csv"
     client = boto3.client(  # no flexible checksum stored with the object: only the ETag
-        "s3", endpoint_url=s3["endpoint"], region_name="us-east-1",
-        aws_access_key_id="testing", aws_secret_access_key="testing",
+        "s3",
+        endpoint_url=s3["endpoint"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
         config=Config(request_checksum_calculation="when_required"),
     )
     client.create_bucket(Bucket="rotten")
-    client.put_object(Bucket="rotten", Key=key, Body=b"id,file_name\nS1,a.h5\n",
-                      ACL="public-read")
+    client.put_object(Bucket="rotten", Key=key, Body=b"id,file_name\nS1,a.h5\n", ACL="public-read")
     fake = s3_backends[DEFAULT_ACCOUNT_ID]["aws"].buckets["rotten"].keys[key]
     etag = fake.etag  # computed from the original bytes and kept
     fake.value = b"id,file_name\nS1,b.h5\n"  # same size, other bytes

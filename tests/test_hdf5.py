@@ -19,24 +19,34 @@ def _flash(t_min: float, x: float, y: float) -> list[float]:
 
 
 def test_grid_lightning_known_answer_with_edge_frames() -> None:
-    flashes = np.array([
-        _flash(-130.0, 1.2, 2.9),   # before -120 min: frame 0
-        _flash(-120.0, 1.0, 2.0),   # exactly T_0: frame 0
-        _flash(-115.0, 47.99, 0.0),  # exactly T_1: frame 1, last column
-        _flash(-115.01, 3.0, 3.0),  # just before T_1: frame 0
-        _flash(0.0, 5.5, 6.5),      # T_24: frame 24
-        _flash(119.99, 0.0, 47.5),  # frame 47
-        _flash(120.0, 4.0, 4.0),    # +120 min: frame 48
-        _flash(300.0, 4.0, 4.0),    # later still: frame 48
-        _flash(0.0, 48.0, 1.0),     # x = 48: outside, dropped
-        _flash(0.0, -0.5, 1.0),     # x < 0: dropped
-        _flash(0.0, 1.0, 48.2),     # y > 47: dropped
-    ])
+    flashes = np.array(
+        [
+            _flash(-130.0, 1.2, 2.9),  # before -120 min: frame 0
+            _flash(-120.0, 1.0, 2.0),  # exactly T_0: frame 0
+            _flash(-115.0, 47.99, 0.0),  # exactly T_1: frame 1, last column
+            _flash(-115.01, 3.0, 3.0),  # just before T_1: frame 0
+            _flash(0.0, 5.5, 6.5),  # T_24: frame 24
+            _flash(119.99, 0.0, 47.5),  # frame 47
+            _flash(120.0, 4.0, 4.0),  # +120 min: frame 48
+            _flash(300.0, 4.0, 4.0),  # later still: frame 48
+            _flash(0.0, 48.0, 1.0),  # x = 48: outside, dropped
+            _flash(0.0, -0.5, 1.0),  # x < 0: dropped
+            _flash(0.0, 1.0, 48.2),  # y > 47: dropped
+        ]
+    )
     grid = hdf5.grid_lightning(flashes)
     assert grid.shape == (48, 48, 49) and grid.dtype == np.int32
     expected = np.zeros_like(grid)
-    for y, x, k in [(2, 1, 0), (2, 1, 0), (0, 47, 1), (3, 3, 0), (6, 5, 24), (47, 0, 47),
-                    (4, 4, 48), (4, 4, 48)]:
+    for y, x, k in [
+        (2, 1, 0),
+        (2, 1, 0),
+        (0, 47, 1),
+        (3, 3, 0),
+        (6, 5, 24),
+        (47, 0, 47),
+        (4, 4, 48),
+        (4, 4, 48),
+    ]:
         expected[y, x, k] += 1
     np.testing.assert_array_equal(grid, expected)
     assert hdf5.grid_lightning(np.zeros((0, 5))).sum() == 0
@@ -46,10 +56,15 @@ def test_grid_lightning_matches_the_reference_loop() -> None:
     """Against a plain re-statement of the official code's rule, on random flashes."""
     rng = np.random.default_rng(0)
     n = 2000
-    flashes = np.column_stack([
-        rng.uniform(-8000, 8000, n), np.zeros(n), np.zeros(n),
-        rng.uniform(-2, 50, n), rng.uniform(-2, 50, n),
-    ])
+    flashes = np.column_stack(
+        [
+            rng.uniform(-8000, 8000, n),
+            np.zeros(n),
+            np.zeros(n),
+            rng.uniform(-2, 50, n),
+            rng.uniform(-2, 50, n),
+        ]
+    )
     edges = np.arange(-120, 121, 5) * 60.0
     ref = np.zeros((48, 48, 49), dtype=np.int64)
     for t, _, _, x, y in flashes:
@@ -63,13 +78,20 @@ def test_grid_lightning_matches_the_reference_loop() -> None:
 def test_read_event_through_the_index(synthetic_archive: Path, event_index: Path) -> None:
     index = read_event_index(event_index)
     row = index.iloc[0]
-    for m, side, dtype in (("vil", 32, np.uint8), ("ir069", 16, np.int16),
-                           ("ir107", 16, np.int16)):
-        arr = hdf5.read_raster_event(raw_path(synthetic_archive, row[f"{m}_file"]), m,
-                                     int(row[f"{m}_index"]), expected_id=row["id"])
+    for m, side, dtype in (("vil", 32, np.uint8), ("ir069", 16, np.int16), ("ir107", 16, np.int16)):
+        arr = hdf5.read_raster_event(
+            raw_path(synthetic_archive, row[f"{m}_file"]),
+            m,
+            int(row[f"{m}_index"]),
+            expected_id=row["id"],
+        )
         assert arr.shape == (side, side, 49) and arr.dtype == dtype
-        part = hdf5.read_raster_event(raw_path(synthetic_archive, row[f"{m}_file"]), m,
-                                      int(row[f"{m}_index"]), frames=slice(12, 18))
+        part = hdf5.read_raster_event(
+            raw_path(synthetic_archive, row[f"{m}_file"]),
+            m,
+            int(row[f"{m}_index"]),
+            frames=slice(12, 18),
+        )
         np.testing.assert_array_equal(part, arr[..., 12:18])
     flashes = hdf5.read_lightning_event(raw_path(synthetic_archive, row["lght_file"]), row["id"])
     assert flashes.shape[1] == 5 and flashes.dtype == np.float64

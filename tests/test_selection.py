@@ -31,11 +31,18 @@ def manifest(synthetic_archive: Path) -> dict:
 def test_default_index(event_index: Path, manifest: dict, catalog: pd.DataFrame) -> None:
     index = read_event_index(event_index)
     meta = json.loads((event_index.parent / "events.json").read_text())
-    assert list(index.columns[:6]) == ["id", "time_utc", "event_type", "episode_id",
-                                       "event_id", "kind"]
+    assert list(index.columns[:6]) == [
+        "id",
+        "time_utc",
+        "event_type",
+        "episode_id",
+        "event_id",
+        "kind",
+    ]
     for m in ("vil", "ir069", "ir107", "lght"):
         assert [f"{m}_file", f"{m}_index", f"{m}_size"] == [
-            c for c in index.columns if c.startswith(f"{m}_")]
+            c for c in index.columns if c.startswith(f"{m}_")
+        ]
     assert (index["kind"] == "storm").all()
     assert manifest["duplicated_id"] not in set(index["id"])
     assert not set(manifest["missing_ids"]) & set(index["id"])
@@ -61,21 +68,23 @@ def test_filters(catalog: pd.DataFrame) -> None:
     randoms, _ = select_events(catalog, SelectionOptions(kind="random"))
     assert len(randoms) == 2 and (randoms["event_type"] == "").all()
     assert randoms["episode_id"].isna().all()
-    first, drops = select_events(catalog, SelectionOptions(kind="all", start="2019-01-01",
-                                                           end="2019-06-01"))
+    first, drops = select_events(
+        catalog, SelectionOptions(kind="all", start="2019-01-01", end="2019-06-01")
+    )
     assert ((first["time_utc"] >= "2019-01-01") & (first["time_utc"] < "2019-06-01")).all()
     assert drops["date"] > 0
     y2018, _ = select_events(catalog, SelectionOptions(kind="all", years=(2018,)))
     assert (y2018["time_utc"].dt.year == 2018).all() and len(y2018) > 0
     some_type = every.loc[every["kind"] == "storm", "event_type"].iloc[0]
-    typed, drops = select_events(catalog, SelectionOptions(kind="all",
-                                                           event_types=(some_type,)))
+    typed, drops = select_events(catalog, SelectionOptions(kind="all", event_types=(some_type,)))
     assert set(typed["event_type"]) == {some_type} and drops["event_type"] > 0
 
 
 def test_max_events_is_a_seeded_choice(catalog: pd.DataFrame) -> None:
-    pick = [select_events(catalog, SelectionOptions(kind="all", max_events=3, seed=s))[0]
-            for s in (0, 0, 1, 2, 3)]
+    pick = [
+        select_events(catalog, SelectionOptions(kind="all", max_events=3, seed=s))[0]
+        for s in (0, 0, 1, 2, 3)
+    ]
     assert all(len(p) == 3 for p in pick)
     assert pick[0]["id"].tolist() == pick[1]["id"].tolist()
     assert len({tuple(p["id"]) for p in pick}) > 1
@@ -117,14 +126,34 @@ def test_cli_exact_rule_command_and_empty_selection(
     synthetic_archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out, meta = tmp_path / "events.csv", tmp_path / "events.json"
-    base = ["select-events", "--catalog", str(synthetic_archive / "CATALOG.csv"),
-            "--data-root", str(synthetic_archive), "--kind", "all", "--seed", "0",
-            "--modalities", "vil", "ir069", "ir107", "lght", "--out", str(out),
-            "--meta", str(meta)]
-    assert main([*base, "--years", "2018", "2019", "--start", "2018-01-01", "--end",
-                 "2020-01-01", "--event-types", "Hail", "Tornado", "Heavy Rain",
-                 "Thunderstorm Wind", "Flash Flood", "Lightning", "Funnel Cloud", "Flood",
-                 "--max-events", "50", "--allow-missing-pixels"]) == 0
+    paths = [
+        "--catalog",
+        str(synthetic_archive / "CATALOG.csv"),
+        "--data-root",
+        str(synthetic_archive),
+        "--out",
+        str(out),
+        "--meta",
+        str(meta),
+    ]
+    base = [
+        "select-events",
+        *paths,
+        *["--kind", "all", "--seed", "0", "--modalities", "vil", "ir069", "ir107", "lght"],
+    ]
+    types = [
+        "Hail",
+        "Tornado",
+        "Heavy Rain",
+        "Thunderstorm Wind",
+        "Flash Flood",
+        "Lightning",
+        "Funnel Cloud",
+        "Flood",
+    ]
+    filters = ["--years", "2018", "2019", "--start", "2018-01-01", "--end", "2020-01-01"]
+    limits = ["--max-events", "50", "--allow-missing-pixels"]
+    assert main([*base, *filters, "--event-types", *types, *limits]) == 0
     index = read_event_index(out)
     assert len(index) == 6 - 1  # storm events only (types given), duplicate dropped
     first = json.loads(meta.read_text())

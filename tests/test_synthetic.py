@@ -46,17 +46,23 @@ def test_file_names_follow_the_bucket_pattern() -> None:
     import datetime as dt
 
     assert storm_file_name("vil", dt.datetime(2019, 7, 3)) == (
-        "vil/2019/SEVIR_VIL_STORMEVENTS_2019_0701_1231.h5")
+        "vil/2019/SEVIR_VIL_STORMEVENTS_2019_0701_1231.h5"
+    )
     assert storm_file_name("ir069", dt.datetime(2018, 6, 30)) == (
-        "ir069/2018/SEVIR_IR069_STORMEVENTS_2018_0101_0630.h5")
+        "ir069/2018/SEVIR_IR069_STORMEVENTS_2018_0101_0630.h5"
+    )
     assert random_file_name("ir107", dt.datetime(2019, 5, 1)) == (
-        "ir107/2019/SEVIR_IR107_RANDOMEVENTS_2019_0501_0831.h5")
+        "ir107/2019/SEVIR_IR107_RANDOMEVENTS_2019_0501_0831.h5"
+    )
     assert random_file_name("vil", dt.datetime(2019, 12, 31)) == (
-        "vil/2019/SEVIR_VIL_RANDOMEVENTS_2019_0901_1231.h5")
+        "vil/2019/SEVIR_VIL_RANDOMEVENTS_2019_0901_1231.h5"
+    )
     assert lightning_file_name(dt.datetime(2019, 7, 9)) == (
-        "lght/2019/SEVIR_LGHT_ALLEVENTS_2019_0701_0801.h5")
+        "lght/2019/SEVIR_LGHT_ALLEVENTS_2019_0701_0801.h5"
+    )
     assert lightning_file_name(dt.datetime(2018, 12, 9)) == (
-        "lght/2018/SEVIR_LGHT_ALLEVENTS_2018_1201_0101.h5")
+        "lght/2018/SEVIR_LGHT_ALLEVENTS_2018_1201_0101.h5"
+    )
 
 
 def test_catalog_columns_rows_and_ids(synthetic_archive: Path, catalog: pd.DataFrame) -> None:
@@ -70,12 +76,24 @@ def test_catalog_columns_rows_and_ids(synthetic_archive: Path, catalog: pd.DataF
     assert randoms[["episode_id", "event_id"]].isna().all().all()  # empty -> NaN (float)
     assert randoms["event_type"].isna().all()
     assert catalog["episode_id"].dtype == np.float64
-    assert set(storms["event_type"]) <= {"Hail", "Thunderstorm Wind", "Tornado", "Heavy Rain",
-                                        "Flash Flood", "Lightning", "Funnel Cloud", "Flood"}
+    assert set(storms["event_type"]) <= {
+        "Hail",
+        "Thunderstorm Wind",
+        "Tornado",
+        "Heavy Rain",
+        "Flash Flood",
+        "Lightning",
+        "Funnel Cloud",
+        "Flood",
+    }
     assert set(catalog["img_type"]) == {"vil", "ir069", "ir107", "lght"}
     sizes = catalog.groupby("img_type")["size_x"].unique().to_dict()
     assert {k: list(v) for k, v in sizes.items()} == {
-        "vil": [SIZE], "ir069": [SIZE // 2], "ir107": [SIZE // 2], "lght": [SIZE // 8]}
+        "vil": [SIZE],
+        "ir069": [SIZE // 2],
+        "ir107": [SIZE // 2],
+        "lght": [SIZE // 8],
+    }
     assert (catalog["size_x"] == catalog["size_y"]).all()
     assert (catalog["height_m"] == 384000).all() and (catalog["width_m"] == 384000).all()
     assert (catalog["proj"] == PROJ).all()
@@ -89,8 +107,9 @@ def test_catalog_defects_are_planted(synthetic_archive: Path, catalog: pd.DataFr
     missing = catalog[(catalog["img_type"] == "vil") & (catalog["pct_missing"] > 0)]
     assert set(missing["id"]) == set(manifest["missing_ids"]) and len(missing) == 1
     row = missing.iloc[0]
-    vil = hdf5.read_raster_event(raw_path(synthetic_archive, row["file_name"]), "vil",
-                                 int(row["file_index"]), row["id"])
+    vil = hdf5.read_raster_event(
+        raw_path(synthetic_archive, row["file_name"]), "vil", int(row["file_index"]), row["id"]
+    )
     assert 100.0 * (vil == 255).mean() == pytest.approx(row["pct_missing"], abs=1e-3)
 
 
@@ -220,13 +239,35 @@ def test_deterministic_for_a_seed(tmp_path: Path, synthetic_archive: Path) -> No
 
 def test_cli_and_bad_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "raw"
-    assert main(["synthesize", "--out", str(out), "--events", "2", "--random-events", "0",
-                 "--image-size", "20", "--year", "2019", "--seed", "0"]) == 2
+    args = [
+        "--events",
+        "2",
+        "--random-events",
+        "0",
+        "--image-size",
+        "20",
+        "--year",
+        "2019",
+        "--seed",
+        "0",
+    ]
+    assert main(["synthesize", "--out", str(out), *args]) == 2
     assert "--image-size must be a multiple of 8" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
     assert main(["synthesize", "--out", str(out), "--events", "0", "--image-size", "16"]) == 2
-    assert main(["synthesize", "--out", str(out), "--events", "1", "--random-events", "1",
-                 "--image-size", "16", "--year", "2019", "--seed", "0"]) == 0
+    args = [
+        "--events",
+        "1",
+        "--random-events",
+        "1",
+        "--image-size",
+        "16",
+        "--year",
+        "2019",
+        "--seed",
+        "0",
+    ]
+    assert main(["synthesize", "--out", str(out), *args]) == 0
     assert (out / "synthetic_manifest.json").is_file()
 
 

@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--concurrency", type=int, default=8, help="parallel transfer threads (default 8)"
     )
     parser.add_argument(
-        "--signed", action="store_true",
+        "--signed",
+        action="store_true",
         help="sign requests with AWS credentials (default: anonymous requests)",
     )
     parser.add_argument("--out", required=True, help="raw data root (the bucket's tree)")
@@ -34,8 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     """Download."""
     opts = S3Options(
-        bucket=args.bucket, region=args.region, endpoint_url=args.endpoint_url,
-        retries=args.retries, concurrency=args.concurrency, signed=args.signed,
+        bucket=args.bucket,
+        region=args.region,
+        endpoint_url=args.endpoint_url,
+        retries=args.retries,
+        concurrency=args.concurrency,
+        signed=args.signed,
     )
     if args.catalog_only:
         download_catalog(opts, args.out)

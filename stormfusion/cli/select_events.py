@@ -14,13 +14,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the step."""
     parser.add_argument("--catalog", required=True, help="CATALOG.csv")
     parser.add_argument(
-        "--data-root", required=True,
+        "--data-root",
+        required=True,
         help="raw data root (catalog file names resolve to DATA_ROOT/data/<file_name>)",
     )
     parser.add_argument("--kind", choices=KINDS, default="storm", help="event kind (default storm)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --max-events choice")
     parser.add_argument(
-        "--modalities", nargs="+", choices=list(MODALITIES), default=list(STUDY_MODALITIES),
+        "--modalities",
+        nargs="+",
+        choices=list(MODALITIES),
+        default=list(STUDY_MODALITIES),
         help="REQUIRED modalities (default: vil ir069 ir107 lght)",
     )
     parser.add_argument("--years", nargs="+", type=int, help="keep events of these years")
@@ -29,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--event-types", nargs="+", help="NWS event types to keep")
     parser.add_argument("--max-events", type=int, help="keep at most N events (seeded choice)")
     parser.add_argument(
-        "--allow-missing-pixels", action="store_true",
+        "--allow-missing-pixels",
+        action="store_true",
         help="keep events with pct_missing > 0 (default: only complete events)",
     )
     parser.add_argument("--out", required=True, help="events.csv to write")

@@ -17,11 +17,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--random-events", type=int, default=8, help="random (R) events (default 8)"
     )
     parser.add_argument(
-        "--image-size", type=int, default=384,
+        "--image-size",
+        type=int,
+        default=384,
         help="VIL pixels per side, a multiple of 8 (IR: half, lightning grid: 1/8; default 384)",
     )
     parser.add_argument(
-        "--year", type=int, default=2019,
+        "--year",
+        type=int,
+        default=2019,
         help="events span July of year-1 to December of year (default 2019)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -30,6 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     """Write the twin."""
     synthesize_archive(
-        args.out, n_storm=args.events, n_random=args.random_events,
-        image_size=args.image_size, year=args.year, seed=args.seed,
+        args.out,
+        n_storm=args.events,
+        n_random=args.random_events,
+        image_size=args.image_size,
+        year=args.year,
+        seed=args.seed,
     )

@@ -32,8 +32,19 @@ logger = logging.getLogger(__name__)
 DATA_PREFIX = "data"
 
 _FLOAT_COLUMNS = (
-    "episode_id", "event_id", "llcrnrlat", "llcrnrlon", "urcrnrlat", "urcrnrlon",
-    "size_x", "size_y", "height_m", "width_m", "data_min", "data_max", "pct_missing",
+    "episode_id",
+    "event_id",
+    "llcrnrlat",
+    "llcrnrlon",
+    "urcrnrlat",
+    "urcrnrlon",
+    "size_x",
+    "size_y",
+    "height_m",
+    "width_m",
+    "data_min",
+    "data_max",
+    "pct_missing",
 )
 
 
@@ -60,9 +71,17 @@ def read_catalog(path: str | os.PathLike[str]) -> pd.DataFrame:
         raise StormFusionError(f"{p}: catalog not found")
     try:
         df = pd.read_csv(
-            p, dtype={"id": str, "file_name": str, "img_type": str, "minute_offsets": str,
-                      "event_type": str, "proj": str},
-            keep_default_na=True, low_memory=False,
+            p,
+            dtype={
+                "id": str,
+                "file_name": str,
+                "img_type": str,
+                "minute_offsets": str,
+                "event_type": str,
+                "proj": str,
+            },
+            keep_default_na=True,
+            low_memory=False,
         )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise StormFusionError(f"{p}: not a readable CSV catalog: {exc}") from None
@@ -129,8 +148,10 @@ def check_file_name(file_name: str, where: str = "catalog") -> PurePosixPath:
         StormFusionError: absolute paths and paths with ``..`` (naming ``where``).
     """
     rel = PurePosixPath(file_name.replace("\\", "/"))
-    if rel.is_absolute() or file_name.startswith(("/", "\\")) or (
-        len(file_name) > 1 and file_name[1] == ":"
+    if (
+        rel.is_absolute()
+        or file_name.startswith(("/", "\\"))
+        or (len(file_name) > 1 and file_name[1] == ":")
     ):
         raise StormFusionError(f"{where}: file_name {file_name!r} is an absolute path")
     if ".." in rel.parts:

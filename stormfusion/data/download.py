@@ -102,9 +102,7 @@ def make_client(opts: S3Options) -> Any:
         retries={"max_attempts": 2, "mode": "standard"},
         max_pool_connections=max(10, 2 * opts.concurrency),
     )
-    return boto3.session.Session().client(
-        "s3", endpoint_url=opts.endpoint_url, config=config
-    )
+    return boto3.session.Session().client("s3", endpoint_url=opts.endpoint_url, config=config)
 
 
 def _error_code(exc: botocore.exceptions.ClientError) -> str:
@@ -114,9 +112,9 @@ def _error_code(exc: botocore.exceptions.ClientError) -> str:
 def _describe(exc: BaseException, opts: S3Options, key: str) -> StormFusionError:
     """Turn a boto error about ``key`` into one clear message."""
     url = f"s3://{opts.bucket}/{key}"
-    if isinstance(exc, botocore.exceptions.EndpointConnectionError | (
-        botocore.exceptions.ConnectTimeoutError
-    )):
+    if isinstance(
+        exc, botocore.exceptions.EndpointConnectionError | (botocore.exceptions.ConnectTimeoutError)
+    ):
         return StormFusionError(
             f"cannot reach the S3 endpoint {opts.endpoint_url or 'of AWS'} for {url}: {exc}"
         )
@@ -254,7 +252,8 @@ class _State:
             return False
         st = path.stat()
         return (
-            item.get("etag") == obj.etag and item.get("size") == obj.size == st.st_size
+            item.get("etag") == obj.etag
+            and item.get("size") == obj.size == st.st_size
             and item.get("mtime_ns") == st.st_mtime_ns
         )
 
@@ -323,14 +322,21 @@ def download_keys(
     if len(todo) < len(remote):
         logger.info("%d of %d files already complete", len(remote) - len(todo), len(remote))
     config = TransferConfig(
-        multipart_threshold=opts.chunk_size, multipart_chunksize=opts.chunk_size,
-        max_concurrency=opts.concurrency, use_threads=True,
+        multipart_threshold=opts.chunk_size,
+        multipart_chunksize=opts.chunk_size,
+        max_concurrency=opts.concurrency,
+        use_threads=True,
     )
     total = sum(o.size for o in todo)
     failures: dict[str, str] = {}
     with tqdm(
-        total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="download",
-        disable=total == 0, mininterval=1.0,
+        total=total,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc="download",
+        disable=total == 0,
+        mininterval=1.0,
     ) as bar:
         attempt = 0
         while todo:
@@ -348,8 +354,11 @@ def download_keys(
             attempt += 1
             logger.warning(
                 "%d file(s) failed (%s); retry %d of %d in %.1f s",
-                len(todo), "; ".join(f"{k}: {v}" for k, v in failures.items()),
-                attempt, opts.retries, delay,
+                len(todo),
+                "; ".join(f"{k}: {v}" for k, v in failures.items()),
+                attempt,
+                opts.retries,
+                delay,
             )
             bar.total = bar.n + sum(o.size for o in todo)
             time.sleep(delay)
@@ -364,8 +373,11 @@ def download_keys(
 
 def _entry(obj: RemoteObject, path: Path, root: Path, status: str) -> dict[str, Any]:
     return {
-        "key": obj.key, "path": path.relative_to(root).as_posix(), "size": obj.size,
-        "etag": obj.etag, "status": status,
+        "key": obj.key,
+        "path": path.relative_to(root).as_posix(),
+        "size": obj.size,
+        "etag": obj.etag,
+        "status": status,
     }
 
 
@@ -389,7 +401,10 @@ def _transfer_round(
             tmp = final.with_name(f".{final.name}{_PART_MARK}{uuid.uuid4().hex[:8]}")
             temps[obj.key] = tmp
             futures[obj.key] = manager.download(
-                opts.bucket, obj.key, str(tmp), subscribers=[_Progress(bar)],
+                opts.bucket,
+                obj.key,
+                str(tmp),
+                subscribers=[_Progress(bar)],
             )
         for key, future in futures.items():
             try:
@@ -473,7 +488,10 @@ def download_events(
     }
     logger.info(
         "%d files (%d downloaded, %.1f MB) in %.1f s",
-        len(entries), sum(e["status"] == "downloaded" for e in entries), fetched / 1e6, seconds,
+        len(entries),
+        sum(e["status"] == "downloaded" for e in entries),
+        fetched / 1e6,
+        seconds,
     )
     if manifest is not None:
         write_json_atomic(manifest, record)

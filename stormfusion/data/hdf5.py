@@ -25,9 +25,7 @@ from stormfusion.io import atomic_path
 #: Size of the native lightning grid (8 km pixels).
 LIGHTNING_GRID: int = MODALITIES["lght"].size
 #: Frame edges in seconds, T_k = (-120 + 5 k) minutes, k = 0..48 (the official binning).
-LIGHTNING_FRAME_EDGES_S: np.ndarray = (
-    np.arange(-120, 121, FRAME_MINUTES, dtype=np.float64) * 60.0
-)
+LIGHTNING_FRAME_EDGES_S: np.ndarray = np.arange(-120, 121, FRAME_MINUTES, dtype=np.float64) * 60.0
 
 
 def _open(path: Path) -> h5py.File:
@@ -90,8 +88,7 @@ def read_raster_event(
             )
         if dset.dtype != np.dtype(spec.dtype):
             raise StormFusionError(
-                f"{p}: dataset {img_type!r} has dtype {dset.dtype}, expected "
-                f"{np.dtype(spec.dtype)}"
+                f"{p}: dataset {img_type!r} has dtype {dset.dtype}, expected {np.dtype(spec.dtype)}"
             )
         if not 0 <= index < dset.shape[0]:
             raise StormFusionError(
@@ -166,14 +163,13 @@ def write_raster_file(
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("id", data=np.array([i.encode("ascii") for i in ids], dtype="S"))
         f.create_dataset(
-            img_type, data=data.astype(spec.dtype, copy=False),
+            img_type,
+            data=data.astype(spec.dtype, copy=False),
             chunks=(1, data.shape[1], data.shape[2], N_FRAMES),
         )
 
 
-def write_lightning_file(
-    path: str | os.PathLike[str], flashes: Mapping[str, np.ndarray]
-) -> None:
+def write_lightning_file(path: str | os.PathLike[str], flashes: Mapping[str, np.ndarray]) -> None:
     """Write a lightning file in SEVIR's layout (atomically): one (n, 5) dataset per event."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         for event_id, arr in flashes.items():

@@ -19,26 +19,18 @@ LAT_0: Final = 38.0
 LON_0: Final = -98.0
 
 
-def laea_forward(
-    lat: np.ndarray | float, lon: np.ndarray | float
-) -> tuple[np.ndarray, np.ndarray]:
+def laea_forward(lat: np.ndarray | float, lon: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
     """Degrees of latitude and longitude to projection metres ``(x, y)`` (east, north)."""
     phi = np.radians(np.asarray(lat, dtype=np.float64))
     lam = np.radians(np.asarray(lon, dtype=np.float64)) - np.radians(LON_0)
     phi0 = np.radians(LAT_0)
-    k = np.sqrt(
-        2.0 / (1.0 + np.sin(phi0) * np.sin(phi) + np.cos(phi0) * np.cos(phi) * np.cos(lam))
-    )
+    k = np.sqrt(2.0 / (1.0 + np.sin(phi0) * np.sin(phi) + np.cos(phi0) * np.cos(phi) * np.cos(lam)))
     x = EARTH_RADIUS_M * k * np.cos(phi) * np.sin(lam)
-    y = EARTH_RADIUS_M * k * (
-        np.cos(phi0) * np.sin(phi) - np.sin(phi0) * np.cos(phi) * np.cos(lam)
-    )
+    y = EARTH_RADIUS_M * k * (np.cos(phi0) * np.sin(phi) - np.sin(phi0) * np.cos(phi) * np.cos(lam))
     return x, y
 
 
-def laea_inverse(
-    x: np.ndarray | float, y: np.ndarray | float
-) -> tuple[np.ndarray, np.ndarray]:
+def laea_inverse(x: np.ndarray | float, y: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
     """Projection metres ``(x, y)`` to degrees ``(lat, lon)``."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -49,9 +41,7 @@ def laea_inverse(
     phi = np.arcsin(
         np.clip(np.cos(c) * np.sin(phi0) + y * np.sin(c) * np.cos(phi0) / safe_rho, -1.0, 1.0)
     )
-    lam = np.arctan2(
-        x * np.sin(c), rho * np.cos(phi0) * np.cos(c) - y * np.sin(phi0) * np.sin(c)
-    )
+    lam = np.arctan2(x * np.sin(c), rho * np.cos(phi0) * np.cos(c) - y * np.sin(phi0) * np.sin(c))
     phi = np.where(rho == 0.0, phi0, phi)
     lam = np.where(rho == 0.0, 0.0, lam)
     return np.degrees(phi), np.degrees(lam) + LON_0

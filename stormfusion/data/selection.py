@@ -46,7 +46,12 @@ logger = logging.getLogger(__name__)
 KINDS = ("storm", "random", "all")
 #: Drop reasons, in the order the rules apply.
 DROP_REASONS = (
-    "duplicate_rows", "kind", "date", "event_type", "missing_modality", "pct_missing",
+    "duplicate_rows",
+    "kind",
+    "date",
+    "event_type",
+    "missing_modality",
+    "pct_missing",
     "max_events",
 )
 BASE_COLUMNS = ("id", "time_utc", "event_type", "episode_id", "event_id", "kind")
@@ -127,7 +132,9 @@ def select_events(
     if dup_ids:
         logger.warning(
             "%s: dropping %d event(s) with a duplicated (id, img_type) row (%d rows)",
-            source, len(dup_ids), int(dup_mask.sum()),
+            source,
+            len(dup_ids),
+            int(dup_mask.sum()),
         )
     drops["duplicate_rows"] = len(dup_ids)
     cat = catalog[~catalog["id"].isin(dup_ids)]
@@ -164,8 +171,12 @@ def select_events(
         apply("event_type", events["event_type"].isin(list(options.event_types)))
 
     rows = cat.set_index(["id", "img_type"])
-    present = {m: rows.xs(m, level="img_type") if m in rows.index.get_level_values(1) else
-               rows.iloc[0:0].droplevel(1) for m in index_modalities(options.modalities)}
+    present = {
+        m: rows.xs(m, level="img_type")
+        if m in rows.index.get_level_values(1)
+        else rows.iloc[0:0].droplevel(1)
+        for m in index_modalities(options.modalities)
+    }
     has_all = pd.Series(True, index=events.index)
     for m in options.modalities:
         has_all &= events.index.isin(present[m].index)
@@ -187,14 +198,16 @@ def select_events(
         chosen = pd.Index([i for i in chosen if i in picked], name="id")
 
     sel = events.loc[chosen]
-    index = pd.DataFrame({
-        "id": sel.index.astype(str),
-        "time_utc": sel["time_utc"].to_numpy(),
-        "event_type": sel["event_type"].fillna("").to_numpy(),
-        "episode_id": sel["episode_id"].round().astype("Int64").reset_index(drop=True),
-        "event_id": sel["event_id"].round().astype("Int64").reset_index(drop=True),
-        "kind": kind_s.loc[chosen].to_numpy(),
-    })
+    index = pd.DataFrame(
+        {
+            "id": sel.index.astype(str),
+            "time_utc": sel["time_utc"].to_numpy(),
+            "event_type": sel["event_type"].fillna("").to_numpy(),
+            "episode_id": sel["episode_id"].round().astype("Int64").reset_index(drop=True),
+            "event_id": sel["event_id"].round().astype("Int64").reset_index(drop=True),
+            "kind": kind_s.loc[chosen].to_numpy(),
+        }
+    )
     for m in index_modalities(options.modalities):
         info = present[m].reindex(sel.index)
         has = info["file_name"].notna().to_numpy()
@@ -281,7 +294,9 @@ def run_selection(
         write_json_atomic(out_json, meta)
     logger.info(
         "selected %d events (%d storm, %d random); dropped %s",
-        meta["n_events"], meta["n_storm"], meta["n_random"],
+        meta["n_events"],
+        meta["n_storm"],
+        meta["n_random"],
         {k: v for k, v in drops.items() if v},
     )
     return meta

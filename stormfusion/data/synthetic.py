@@ -132,9 +132,7 @@ def random_file_name(img_type: str, when: dt.datetime) -> str:
 def lightning_file_name(when: dt.datetime) -> str:
     """Monthly ALLEVENTS lightning file of ``when`` (December ends ``_1201_0101``)."""
     nxt = 1 if when.month == 12 else when.month + 1
-    return (
-        f"lght/{when.year}/SEVIR_LGHT_ALLEVENTS_{when.year}_{when.month:02d}01_{nxt:02d}01.h5"
-    )
+    return f"lght/{when.year}/SEVIR_LGHT_ALLEVENTS_{when.year}_{when.month:02d}01_{nxt:02d}01.h5"
 
 
 def _plan_events(params: SynthesisParams) -> list[_Event]:
@@ -200,8 +198,10 @@ def _corners(centre: tuple[float, float]) -> dict[str, float]:
     lat0, lon0 = laea_inverse(centre[0] - half, centre[1] - half)
     lat1, lon1 = laea_inverse(centre[0] + half, centre[1] + half)
     return {
-        "llcrnrlat": round(float(lat0), 6), "llcrnrlon": round(float(lon0), 6),
-        "urcrnrlat": round(float(lat1), 6), "urcrnrlon": round(float(lon1), 6),
+        "llcrnrlat": round(float(lat0), 6),
+        "llcrnrlon": round(float(lon0), 6),
+        "urcrnrlat": round(float(lat1), 6),
+        "urcrnrlon": round(float(lon1), 6),
     }
 
 
@@ -220,32 +220,36 @@ def _catalog_rows(
     ev: _Event, stats: dict[str, tuple[float, float, float]], params: SynthesisParams
 ) -> list[dict[str, Any]]:
     sizes = {
-        "vil": params.image_size, "ir069": params.image_size // 2,
-        "ir107": params.image_size // 2, "lght": params.image_size // 8,
+        "vil": params.image_size,
+        "ir069": params.image_size // 2,
+        "ir107": params.image_size // 2,
+        "lght": params.image_size // 8,
     }
     rows = []
     for img_type in (*RASTER_TYPES, "lght"):
         lo, hi, missing = stats[img_type]
-        rows.append({
-            "id": ev.id,
-            "file_name": ev.files[img_type],
-            "file_index": ev.file_index[img_type],
-            "img_type": img_type,
-            "time_utc": ev.time_utc.strftime("%Y-%m-%d %H:%M:%S"),
-            "minute_offsets": "" if img_type == "lght" else ":".join(map(str, ev.offsets)),
-            "episode_id": ev.episode_id,
-            "event_id": ev.event_id,
-            "event_type": ev.event_type,
-            **_corners(ev.centre_m),
-            "proj": PROJ,
-            "size_x": sizes[img_type],
-            "size_y": sizes[img_type],
-            "height_m": PATCH_METRES,
-            "width_m": PATCH_METRES,
-            "data_min": lo,
-            "data_max": hi,
-            "pct_missing": missing,
-        })
+        rows.append(
+            {
+                "id": ev.id,
+                "file_name": ev.files[img_type],
+                "file_index": ev.file_index[img_type],
+                "img_type": img_type,
+                "time_utc": ev.time_utc.strftime("%Y-%m-%d %H:%M:%S"),
+                "minute_offsets": "" if img_type == "lght" else ":".join(map(str, ev.offsets)),
+                "episode_id": ev.episode_id,
+                "event_id": ev.event_id,
+                "event_type": ev.event_type,
+                **_corners(ev.centre_m),
+                "proj": PROJ,
+                "size_x": sizes[img_type],
+                "size_y": sizes[img_type],
+                "height_m": PATCH_METRES,
+                "width_m": PATCH_METRES,
+                "data_min": lo,
+                "data_max": hi,
+                "pct_missing": missing,
+            }
+        )
     return rows
 
 
@@ -305,7 +309,11 @@ def synthesize_archive(
     write_json_atomic(root / MANIFEST_NAME, manifest)
     logger.info(
         "synthesized %d storm + %d random events (S=%d) into %s in %.1f s",
-        n_storm, n_random, image_size, root, manifest["seconds"],
+        n_storm,
+        n_random,
+        image_size,
+        root,
+        manifest["seconds"],
     )
     return manifest
 
@@ -326,7 +334,10 @@ def _write_archive(staging: Path, params: SynthesisParams) -> dict[str, Any]:
         for position, ev in enumerate(group):
             rng = np.random.default_rng([params.seed, 1 if ev.kind == "storm" else 2, ev.index])
             weather = simulate_event(
-                rng, params.image_size, ev.kind == "storm", ev.time_utc.month,
+                rng,
+                params.image_size,
+                ev.kind == "storm",
+                ev.time_utc.month,
                 missing_fraction=MISSING_FRACTION if ev.missing else 0.0,
             )
             for img_type in RASTER_TYPES:

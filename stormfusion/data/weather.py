@@ -261,9 +261,7 @@ def _render(
     return field
 
 
-def _brightness_temperature(
-    cloud: np.ndarray, surface_c: np.ndarray, top_c: float
-) -> np.ndarray:
+def _brightness_temperature(cloud: np.ndarray, surface_c: np.ndarray, top_c: float) -> np.ndarray:
     """Cloud-top model: ``T = T_sfc - (T_sfc - T_top) (1 - exp(-3 cloud))``, stored x 100."""
     opacity = 1.0 - np.exp(-3.0 * cloud)
     temp = surface_c - (surface_c - top_c) * opacity
