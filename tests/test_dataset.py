@@ -11,10 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 import xarray as xr
+import zarr
 from archive_twin import Twin, make_twin
 from torch.utils.data import DataLoader
 
-from stormfusion.data.convert import convert_modality
+from stormfusion.data.chunks import WindowReader
+from stormfusion.data.convert import StoreLayout, convert_modality
 from stormfusion.data.dataset import SevirWindowDataset, _dihedral
 from stormfusion.data.hdf5 import grid_lightning
 from stormfusion.data.normalization import normalize
@@ -227,3 +229,23 @@ def test_bad_stores_and_windows_are_errors(
         store.to_zarr(folder / "ir069.zarr", zarr_format=3, consolidated=False)
         with pytest.raises(StormFusionError, match=f"ir069.zarr: .*{name[:5]}"):
             SevirWindowDataset(folder, windows, None, modalities=("vil", "ir069"))
+
+
+@pytest.mark.parametrize("layout", [
+    StoreLayout(7, "zstd1"), StoreLayout(13, "blosc-lz4"), StoreLayout(5, "none"),
+    StoreLayout(7, "zstd1", shard=True),
+])
+def test_window_reader_matches_zarr_indexing(tmp_path: Path, layout: StoreLayout) -> None:
+    twin = make_twin(tmp_path, n_events=2, size=16)  # S1000 has no flashes: no chunk files
+    for m in ("vil", "lght"):
+        out = tmp_path / f"{m}.zarr"
+        convert_modality(twin.events_csv, tmp_path, m, out, verify_events=0, layout=layout)
+        array = zarr.open_array(out / m, mode="r")
+        reader = WindowReader(array)
+        assert reader.fast is not layout.shard  # sharded stores go through zarr
+        for row in range(2):
+            for start, stop in [(0, 49), (12, 30), (24, 49), (36, 37), (7, 7)]:
+                np.testing.assert_array_equal(reader.read(row, start, stop),
+                                              np.asarray(array[row, start:stop]))
+    with pytest.raises(IndexError):
+        WindowReader(zarr.open_array(tmp_path / "vil.zarr" / "vil", mode="r")).read(0, 40, 50)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import cv2
 import dask
 import dask.array as da
 import numpy as np
@@ -87,7 +88,12 @@ def _zstd3() -> list[BytesBytesCodec]:
 
 @COMPRESSORS.register("blosc-lz4")
 def _blosc_lz4() -> list[BytesBytesCodec]:
-    return [BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")]
+    return [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]
+
+
+@COMPRESSORS.register("blosc-zstd1")
+def _blosc_zstd1() -> list[BytesBytesCodec]:
+    return [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")]
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,20 @@ class ConversionSummary:
 # ----------------------------------------------------------------------------- sources
 
 
+def time_first(frames: np.ndarray) -> np.ndarray:
+    """``(H, W, T)`` time-last frames to a contiguous ``(T, H, W)`` array.
+
+    A blocked 2-D transpose of the ``(H * W, T)`` view (OpenCV), about four times faster
+    than numpy's strided copy for SEVIR's shapes; numpy for dtypes OpenCV lacks.
+    """
+    h, w, t = frames.shape
+    if frames.dtype in (np.uint8, np.int16, np.int32, np.float32):
+        flat = np.ascontiguousarray(frames).reshape(h * w, t)
+        return np.asarray(cv2.transpose(flat)).reshape(t, h, w)
+    return np.ascontiguousarray(np.moveaxis(frames, -1, 0))
+
+
+
 def read_event_frames(data_root: Path, modality: str, source: EventSource) -> np.ndarray:
     """One event's 49 frames from the raw archive, as the store holds them.
 
@@ -168,10 +188,10 @@ def read_event_frames(data_root: Path, modality: str, source: EventSource) -> np
                     f"{path}: frames of shape {raw.shape[:2]}, the index says "
                     f"{source.size} x {source.size}"
                 )
-            frames = np.ascontiguousarray(np.moveaxis(raw, -1, 0))
+            frames = time_first(raw)
         else:
             flashes = read_lightning_event(path, source.event_id)
-            frames = np.ascontiguousarray(np.moveaxis(grid_lightning(flashes, source.size), -1, 0))
+            frames = time_first(grid_lightning(flashes, source.size))
     except StormFusionError as exc:
         message = str(exc)
         if source.event_id not in message:

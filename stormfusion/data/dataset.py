@@ -34,6 +34,7 @@ before each epoch; with ``persistent_workers=True`` the workers keep the epoch t
 started with).
 
 DataLoader workers: stores are opened lazily in each process on first use, never pickled.
+Windows are read chunk file by chunk file (:class:`stormfusion.data.chunks.WindowReader`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ import torch
 import zarr
 from torch.utils.data import Dataset
 
+from stormfusion.data.chunks import WindowReader
 from stormfusion.data.normalization import normalize as normalize_values
 from stormfusion.data.regrid import regrid
 from stormfusion.data.sevir import MODALITIES, N_FRAMES, STUDY_MODALITIES, VIL_MISSING
@@ -209,7 +211,7 @@ class SevirWindowDataset(Dataset[dict[str, Any]]):
         self._starts = self.windows["window_start"].to_numpy(dtype=np.int64)
         self.missing_windows = {m: int((self._rows[m] < 0).sum()) for m in self.modalities}
         self._log_summary(where)
-        self._arrays: dict[str, zarr.Array] | None = None
+        self._readers: dict[str, WindowReader] | None = None
 
     # -- construction helpers ---------------------------------------------------------
 
@@ -293,21 +295,21 @@ class SevirWindowDataset(Dataset[dict[str, Any]]):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_arrays"] = None  # each worker opens its own handles
+        state["_readers"] = None  # each worker opens its own handles
         return state
 
-    def _array(self, modality: str) -> zarr.Array:
-        if self._arrays is None:
-            self._arrays = {}
-        arr = self._arrays.get(modality)
-        if arr is None:
-            opened = zarr.open_array(self.stores[modality].path / modality, mode="r")
-            self._arrays[modality] = arr = opened
-        return arr
+    def _reader(self, modality: str) -> WindowReader:
+        if self._readers is None:
+            self._readers = {}
+        reader = self._readers.get(modality)
+        if reader is None:
+            array = zarr.open_array(self.stores[modality].path / modality, mode="r")
+            self._readers[modality] = reader = WindowReader(array)
+        return reader
 
     def _frames(self, modality: str, row: int, start: int, stop: int) -> torch.Tensor:
         """Frames ``[start, stop)`` of one store row as float32 on the model grid."""
-        raw = np.asarray(self._array(modality)[row, start:stop])
+        raw = self._reader(modality).read(row, start, stop)
         x = torch.from_numpy(raw.astype(np.float32))
         if modality in MISSING_AS:
             value, replacement = MISSING_AS[modality]

@@ -1,0 +1,284 @@
+"""Benchmark the Zarr archive: layouts, conversion speed, window reads and the loader.
+
+Run: ``python -m benchmarks.bench_archive [--events 10] [--workdir DIR]``.
+
+On a synthetic twin at image size 384 (VIL 384, IR 192, lightning 48, as real SEVIR):
+
+1. layout sweep (VIL): store size, conversion MB/s and window reads for candidate chunk
+   lengths along time and compressors, for the training access pattern "one window of one
+   event" (seed windows: 18 frames, sevir windows: 25 frames);
+2. conversion of every modality with the chosen layout against a raw h5py read of the same
+   bytes in the same run (goal: >= 0.5x);
+3. training windows per second, all four modalities, from the Zarr stores against the same
+   windows read straight from the HDF5 files with h5py (goal: >= 3x), with warm page
+   cache and cold (each file's cached pages dropped with posix_fadvise before each pass);
+4. the loader (SevirWindowDataset at 384 through a DataLoader) at 0 and 2 workers.
+
+Every number is a ratio against a yardstick measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import zarr
+from torch.utils.data import DataLoader
+
+from stormfusion.data.chunks import WindowReader
+from stormfusion.data.convert import DEFAULT_LAYOUT, StoreLayout, convert_modality
+from stormfusion.data.dataset import SevirWindowDataset
+from stormfusion.data.event_index import EventSource, event_sources, raw_file, read_event_index
+from stormfusion.data.hdf5 import grid_lightning
+from stormfusion.data.selection import SelectionOptions, run_selection
+from stormfusion.data.sevir import MODALITIES, STUDY_MODALITIES
+from stormfusion.data.splits import PRESETS, SplitOptions, assign_splits, make_windows
+from stormfusion.data.synthetic import synthesize_archive
+from stormfusion.io import remove_path
+
+CANDIDATES = (
+    StoreLayout(1, "blosc-lz4"),
+    StoreLayout(7, "blosc-lz4"),
+    StoreLayout(13, "blosc-lz4"),
+    StoreLayout(49, "blosc-lz4"),
+    StoreLayout(7, "zstd1"),
+    StoreLayout(7, "zstd3"),
+    StoreLayout(7, "blosc-zstd1"),
+    StoreLayout(7, "none"),
+    StoreLayout(7, "blosc-lz4", shard=True),
+)
+
+
+def evict(paths: Iterable[Path]) -> None:
+    """Drop the page-cache pages of these files (only ours: posix_fadvise DONTNEED)."""
+    for path in paths:
+        for f in ([path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]):
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def best_of(fn: Callable[[], object], repeats: int, before: Callable[[], None] | None = None
+            ) -> float:
+    """Median seconds of ``repeats`` calls (``before`` runs untimed before each)."""
+    times = []
+    for _ in range(repeats):
+        if before is not None:
+            before()
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def build_twin(workdir: Path, n_events: int) -> Path:
+    root = workdir / "raw"
+    events = workdir / "events.csv"
+    if not events.exists():
+        synthesize_archive(root, n_storm=n_events, n_random=0, image_size=384, year=2019,
+                           seed=0)
+        run_selection(root / "CATALOG.csv", SelectionOptions(), events,
+                      workdir / "events.json", data_root=root)
+    return events
+
+
+def du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+# ----------------------------------------------------------------------------- readers
+
+
+def h5_window(root: Path, modality: str, src: EventSource, start: int, stop: int
+              ) -> np.ndarray:
+    """A window straight from the HDF5 file: (T, n, n), as a loader without Zarr would."""
+    path = raw_file(root, src.file)
+    with h5py.File(path, "r") as f:
+        if MODALITIES[modality].raster:
+            return np.ascontiguousarray(np.moveaxis(f[modality][src.index, :, :, start:stop],
+                                                    -1, 0))
+        flashes = np.asarray(f[src.event_id][()], dtype=np.float64).reshape(-1, 5)
+    return np.ascontiguousarray(np.moveaxis(grid_lightning(flashes, src.size), -1, 0)
+                                [start:stop])
+
+
+def read_windows_h5(root: Path, sources: dict[str, list[EventSource]],
+                    windows: list[tuple[int, int, int]]) -> int:
+    nbytes = 0
+    for row, start, stop in windows:
+        for m, srcs in sources.items():
+            nbytes += h5_window(root, m, srcs[row], start, stop).nbytes
+    return nbytes
+
+
+def read_windows_zarr(stores: dict[str, zarr.Array], windows: list[tuple[int, int, int]]
+                      ) -> int:
+    """Windows through zarr-python's own indexing."""
+    nbytes = 0
+    for row, start, stop in windows:
+        for arr in stores.values():
+            nbytes += np.asarray(arr[row, start:stop]).nbytes
+    return nbytes
+
+
+def read_windows_chunks(stores: dict[str, zarr.Array], windows: list[tuple[int, int, int]]
+                        ) -> int:
+    """Windows through the loader's direct chunk reader."""
+    readers = [WindowReader(arr) for arr in stores.values()]
+    nbytes = 0
+    for row, start, stop in windows:
+        for reader in readers:
+            nbytes += reader.read(row, start, stop).nbytes
+    return nbytes
+
+
+def raw_h5_read(root: Path, modality: str, sources: list[EventSource]) -> int:
+    """The yardstick of conversion: every event's stored bytes read with h5py."""
+    nbytes = 0
+    for src in sources:
+        with h5py.File(raw_file(root, src.file), "r") as f:
+            data = (f[modality][src.index] if MODALITIES[modality].raster
+                    else f[src.event_id][()])
+            nbytes += np.asarray(data).nbytes
+    return nbytes
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+def window_list(n_events: int, preset: str) -> list[tuple[int, int, int]]:
+    spec = PRESETS[preset]
+    length = spec.input_frames + spec.output_frames
+    return [(e, s, s + length) for e in range(n_events) for s in spec.starts()]
+
+
+def layout_sweep(events: Path, root: Path, workdir: Path, repeats: int) -> pd.DataFrame:
+    index = read_event_index(events)
+    n = len(index)
+    rows = []
+    raw_bytes = n * 384 * 384 * 49
+    for layout in CANDIDATES:
+        out = workdir / "sweep" / "vil.zarr"
+        remove_path(out)
+        seconds = best_of(lambda layout=layout, out=out: convert_modality(
+            events, root, "vil", out, verify_events=0, workers=2, layout=layout), 1)
+        arr = zarr.open_array(out / "vil", mode="r")
+        row = {"layout": layout.describe(), "stored_MB": du(out) / 1e6,
+               "ratio": raw_bytes / du(out), "convert_MB_s": raw_bytes / 1e6 / seconds}
+        for preset in ("seed", "sevir"):
+            wins = window_list(n, preset)
+            for name, read in (("zarr", read_windows_zarr), ("chunks", read_windows_chunks)):
+                stores = {"vil": arr}
+                warm = best_of(lambda w=wins, r=read, s=stores: r(s, w), repeats)
+                cold = best_of(lambda w=wins, r=read, s=stores: r(s, w), repeats,
+                               before=lambda o=out: evict([o]))
+                row[f"{preset}_{name}_warm"] = len(wins) / warm
+                row[f"{preset}_{name}_cold"] = len(wins) / cold
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def conversion(events: Path, root: Path, workdir: Path, repeats: int) -> pd.DataFrame:
+    index = read_event_index(events)
+    rows = []
+    for m in STUDY_MODALITIES:
+        sources = event_sources(index, m)
+        out = workdir / "zarr" / f"{m}.zarr"
+        raw = best_of(lambda m=m, sources=sources: raw_h5_read(root, m, sources), repeats)
+        convs = {}
+        for workers in (1, 2):  # into a fresh path: replacing a store is not per-byte work
+            convs[workers] = best_of(lambda m=m, out=out, w=workers: convert_modality(
+                events, root, m, out, verify_events=0, workers=w), repeats,
+                before=lambda out=out: remove_path(out))
+        nbytes = raw_h5_read(root, m, sources)
+        rows.append({
+            "modality": m, "MB": nbytes / 1e6, "h5py_MB_s": nbytes / 1e6 / raw,
+            "convert_1w_MB_s": nbytes / 1e6 / convs[1], "convert_2w_MB_s": nbytes / 1e6 / convs[2],
+            "ratio_1w": raw / convs[1], "ratio_2w": raw / convs[2],
+        })
+    return pd.DataFrame(rows)
+
+
+def windows(events: Path, root: Path, workdir: Path, repeats: int) -> pd.DataFrame:
+    index = read_event_index(events)
+    sources = {m: event_sources(index, m) for m in STUDY_MODALITIES}
+    stores = {m: zarr.open_array(workdir / "zarr" / f"{m}.zarr" / m, mode="r")
+              for m in STUDY_MODALITIES}
+    h5_files = sorted({raw_file(root, s.file) for srcs in sources.values() for s in srcs})
+    rows = []
+    for preset in ("seed", "sevir"):
+        wins = window_list(len(index), preset)
+        for cache in ("warm", "cold"):
+            before_h5 = (lambda: evict(h5_files)) if cache == "cold" else None
+            before_zarr = (lambda: evict([workdir / "zarr"])) if cache == "cold" else None
+            t_h5 = best_of(lambda wins=wins: read_windows_h5(root, sources, wins), repeats,
+                           before_h5)
+            t_zarr = best_of(lambda wins=wins: read_windows_zarr(stores, wins), repeats,
+                             before_zarr)
+            t_chunks = best_of(lambda wins=wins: read_windows_chunks(stores, wins), repeats,
+                               before_zarr)
+            rows.append({"windows": preset, "cache": cache, "h5py_win_s": len(wins) / t_h5,
+                         "zarr_indexing_win_s": len(wins) / t_zarr,
+                         "loader_reader_win_s": len(wins) / t_chunks,
+                         "ratio_indexing": t_h5 / t_zarr, "ratio_reader": t_h5 / t_chunks})
+    return pd.DataFrame(rows)
+
+
+def loader(events: Path, workdir: Path, repeats: int) -> pd.DataFrame:
+    index = read_event_index(events)
+    labels = assign_splits(index, "random", SplitOptions(val_fraction=0.0))
+    table = make_windows(index, labels, PRESETS["seed"])
+    ds = SevirWindowDataset(workdir / "zarr", table, "train", image_size=384, augment=True)
+    rows = []
+    for workers in (0, 2):
+        dl = DataLoader(ds, batch_size=4, num_workers=workers, shuffle=True)
+        seconds = best_of(lambda dl=dl: sum(1 for _ in dl), repeats)
+        rows.append({"num_workers": workers, "windows": len(ds),
+                     "windows_s": len(ds) / seconds})
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=10, help="storm events to synthesize")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sections", nargs="+",
+                        default=["layouts", "conversion", "windows", "loader"])
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_archive_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    events = build_twin(workdir, args.events)
+    root = workdir / "raw"
+    print(f"twin: {len(read_event_index(events))} events at 384, workdir {workdir}")
+    print(f"default layout: {DEFAULT_LAYOUT.describe()}")
+    pd.set_option("display.width", 200)
+    pd.set_option("display.float_format", lambda v: f"{v:.2f}")
+    if "layouts" in args.sections:
+        print("\n## layout sweep (vil; windows/s read with zarr, one modality)")
+        print(layout_sweep(events, root, workdir, args.repeats).to_string(index=False))
+    if "conversion" in args.sections or "windows" in args.sections:
+        print("\n## conversion vs raw h5py read of the same bytes (goal ratio >= 0.5)")
+        print(conversion(events, root, workdir, args.repeats).to_string(index=False))
+    if "windows" in args.sections:
+        print("\n## windows/s, 4 modalities: zarr vs straight from HDF5 (goal ratio >= 3)")
+        print(windows(events, root, workdir, args.repeats).to_string(index=False))
+    if "loader" in args.sections:
+        print("\n## loader: SevirWindowDataset at 384, augment, batch 4 (seed windows)")
+        print(loader(events, workdir, args.repeats).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
