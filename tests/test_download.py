@@ -357,6 +357,13 @@ def test_missing_object(s3: dict, tmp_path: Path) -> None:
         download_keys(_opts(s3), ["data/vil/nope.h5"], tmp_path)
 
 
+def test_private_object_refused_to_anonymous_requests(s3: dict, tmp_path: Path) -> None:
+    s3["client"].put_object(Bucket="twin", Key="private.csv", Body=b"x")  # no public-read
+    with pytest.raises(StormFusionError, match=r"s3://twin/private\.csv: access denied"):
+        download_keys(_opts(s3), ["private.csv"], tmp_path)
+    assert not (tmp_path / "private.csv").exists()
+
+
 def test_corrupt_object_is_deleted_retried_and_named(s3: dict, tmp_path: Path) -> None:
     """The server's bytes no longer match its ETag (bit rot): fail by name, leave nothing."""
     from botocore.config import Config

@@ -179,7 +179,35 @@ def test_lightning_files_layout(synthetic_archive: Path, catalog: pd.DataFrame) 
     assert any(n > 0 for n in n_flashes.values())
 
 
-def test_vil_heavy_tailed_and_south_up(synthetic_archive: Path) -> None:
+def test_rows_run_south_to_north(synthetic_archive: Path, catalog: pd.DataFrame) -> None:
+    """Row 0 is the south edge: flash latitude grows with y, and flashes sit on VIL cores."""
+    checked = 0
+    storms = catalog[catalog["id"].str.startswith("S")].drop_duplicates(["id", "img_type"])
+    for event_id, rows in storms.groupby("id"):
+        by_type = rows.set_index("img_type")
+        flashes = hdf5.read_lightning_event(
+            raw_path(synthetic_archive, by_type.loc["lght", "file_name"]), str(event_id)
+        )
+        if len(flashes) < 20:
+            continue
+        t, lat, lon, x, y = flashes.T
+        assert np.corrcoef(lat, y)[0, 1] > 0.95 and np.corrcoef(lon, x)[0, 1] > 0.95
+        vil = hdf5.read_raster_event(
+            raw_path(synthetic_archive, by_type.loc["vil", "file_name"]),
+            "vil",
+            int(by_type.loc["vil", "file_index"]),
+        )
+        frame = np.clip(np.digitize(t, hdf5.LIGHTNING_FRAME_EDGES_S) - 1, 0, 48)
+        factor = SIZE // (SIZE // 8)
+        core = vil[(y * factor).astype(int), (x * factor).astype(int), frame]
+        assert (core >= 133).all()  # the flash's VIL pixel, read row = y (south up)
+        flipped = vil[SIZE - 1 - (y * factor).astype(int), (x * factor).astype(int), frame]
+        assert (flipped >= 133).mean() < 0.5  # north-up reading would miss the cores
+        checked += 1
+    assert checked >= 2
+
+
+def test_vil_heavy_tailed(synthetic_archive: Path) -> None:
     frac = vil_threshold_fractions(synthetic_archive)
     values = [frac[t] for t in (16, 74, 133, 160, 181, 219)]
     assert all(a > b for a, b in itertools.pairwise(values))  # strictly rarer

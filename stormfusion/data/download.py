@@ -55,6 +55,10 @@ _BLOCK = 4 * MIB
 _PART_MARK = ".part-"
 
 
+class EndpointUnreachableError(StormFusionError):
+    """The S3 endpoint did not answer (transient: retried with backoff)."""
+
+
 @dataclass(frozen=True)
 class S3Options:
     """Where and how to fetch."""
@@ -115,7 +119,7 @@ def _describe(exc: BaseException, opts: S3Options, key: str) -> StormFusionError
     if isinstance(
         exc, botocore.exceptions.EndpointConnectionError | (botocore.exceptions.ConnectTimeoutError)
     ):
-        return StormFusionError(
+        return EndpointUnreachableError(
             f"cannot reach the S3 endpoint {opts.endpoint_url or 'of AWS'} for {url}: {exc}"
         )
     if isinstance(exc, botocore.exceptions.ClientError):
@@ -304,7 +308,7 @@ def download_keys(
     root = Path(out_root)
     root.mkdir(parents=True, exist_ok=True)
     client = make_client(opts)
-    remote = [_with_retries(lambda k=k: head_object(client, opts, k), opts, k) for k in keys]
+    remote = [_head_with_retries(client, opts, k) for k in keys]
     paths = {obj.key: key_path(root, obj.key) for obj in remote}
     _remove_stale_temporaries(paths.values())
     state = _State(root)
@@ -427,19 +431,19 @@ def _transfer_round(
     return failures
 
 
-def _with_retries(call: Any, opts: S3Options, key: str) -> RemoteObject:
-    """HEAD with retries for transient errors (unreachable endpoints); others fail at once."""
-    for attempt in range(opts.retries + 1):
+def _head_with_retries(client: Any, opts: S3Options, key: str) -> RemoteObject:
+    """HEAD with backoff while the endpoint is unreachable; other errors fail at once."""
+    attempt = 0
+    while True:
         try:
-            return call()
-        except StormFusionError as exc:
-            transient = str(exc).startswith("cannot reach")
-            if not transient or attempt >= opts.retries:
+            return head_object(client, opts, key)
+        except EndpointUnreachableError as exc:
+            if attempt >= opts.retries:
                 raise
             delay = opts.backoff_s * (2**attempt) * (0.5 + random.random())
-            logger.warning("%s; retry %d of %d in %.1f s", exc, attempt + 1, opts.retries, delay)
+            attempt += 1
+            logger.warning("%s; retry %d of %d in %.1f s", exc, attempt, opts.retries, delay)
             time.sleep(delay)
-    raise StormFusionError(f"s3://{opts.bucket}/{key}: unreachable")
 
 
 def event_keys(events_csv: str | os.PathLike[str]) -> list[str]:

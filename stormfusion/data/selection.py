@@ -170,12 +170,9 @@ def select_events(
     if options.event_types:
         apply("event_type", events["event_type"].isin(list(options.event_types)))
 
-    rows = cat.set_index(["id", "img_type"])
+    # each modality's catalog rows by id (ids are unique per img_type after the drop above)
     present = {
-        m: rows.xs(m, level="img_type")
-        if m in rows.index.get_level_values(1)
-        else rows.iloc[0:0].droplevel(1)
-        for m in index_modalities(options.modalities)
+        m: cat[cat["img_type"] == m].set_index("id") for m in index_modalities(options.modalities)
     }
     has_all = pd.Series(True, index=events.index)
     for m in options.modalities:
