@@ -239,8 +239,8 @@ def _graph_figure(
         graph = explain(inputs, item["mask"][None])[0]
     background = raw[panel.sample]["inputs"]["vil"][-1].numpy()
     title = (
-        f"{run}: storm cells and GNN attention, event {panel.event_id}, "
-        f"window start {panel.window_start} (last input frame)"
+        f"{run}: storm cells and GNN attention over the last input frame\n"
+        f"event {panel.event_id}, window start {panel.window_start}"
     )
     figures.storm_graph(background, graph, title, out_dir, prov)
     return ""

@@ -111,7 +111,7 @@ def performance_diagram(
     ax.set_ylim(0, 1)
     ax.set_xlabel("success ratio (1 - FAR)")
     ax.set_ylabel("probability of detection")
-    ax.set_title("Performance diagram (counts pooled over lead times; dotted: bias)")
+    ax.set_title("Performance diagram (counts pooled over lead times; dotted: bias)", pad=14)
     ax.legend(fontsize=7, loc="lower left", ncol=2)
     return save_figure(fig, out_dir, "performance_diagram", prov)
 
@@ -172,7 +172,17 @@ def forecast_panel(
     rows += [
         (run, f[leads], [f"+{lead_times[j]} min" for j in leads]) for run, f in forecasts.items()
     ]
-    fig = Figure(figsize=(1.9 * cols + 1.2, 1.9 * len(rows) + 0.6), layout="constrained")
+    # a regular grid: fixed margins are as good as a layout engine here, and much faster
+    width, height = 1.7 * cols + 1.4, 1.8 * len(rows) + 0.9
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(
+        left=0.5 / width,
+        right=1.0 - 1.0 / width,
+        bottom=0.4 / height,
+        top=1.0 - 0.55 / height,
+        wspace=0.06,
+        hspace=0.25,
+    )
     axes = fig.subplots(len(rows), cols, squeeze=False)
     image = None
     for r, (label, frames, titles) in enumerate(rows):
@@ -190,7 +200,8 @@ def forecast_panel(
             if c == 0:
                 ax.set_ylabel(label, fontsize=8)
     if image is not None:
-        fig.colorbar(image, ax=axes, shrink=0.6, label="VIL (digital, 0..255)", extend="both")
+        bar = fig.add_axes((1.0 - 0.85 / width, 0.25, 0.15 / width, 0.5))
+        fig.colorbar(image, cax=bar, label="VIL (digital, 0..255)", extend="both")
     fig.suptitle(title, fontsize=9)
     return save_figure(fig, out_dir, name, prov)
 

@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 
 from stormfusion.io import atomic_path
 
@@ -42,10 +43,9 @@ VIL_COLOURS: tuple[tuple[float, float, float], ...] = (
 
 def vil_colormap() -> tuple[ListedColormap, BoundaryNorm]:
     """The SEVIR VIL colormap and its norm, for ``imshow(..., cmap=cmap, norm=norm)``."""
-    cmap = ListedColormap(list(VIL_COLOURS[1:-1]), name="sevir_vil")
-    cmap.set_under(VIL_COLOURS[0])
-    cmap.set_bad(VIL_COLOURS[0])
-    cmap.set_over(VIL_COLOURS[-1])
+    cmap = ListedColormap(list(VIL_COLOURS[1:-1]), name="sevir_vil").with_extremes(
+        under=VIL_COLOURS[0], bad=VIL_COLOURS[0], over=VIL_COLOURS[-1]
+    )
     norm = BoundaryNorm(list(VIL_LEVELS), cmap.N)
     return cmap, norm
 
@@ -62,7 +62,11 @@ def provenance_line(prov: Mapping[str, str]) -> str:
 
 def save_figure(fig: Figure, out_dir: Path, name: str, prov: Mapping[str, str]) -> list[Path]:
     """Write ``name``.png and ``name``.pdf with the provenance in the footer and metadata."""
-    fig.text(0.5, 0.002, provenance_line(prov), ha="center", va="bottom", fontsize=6, color="0.4")
+    engine = fig.get_layout_engine()
+    if isinstance(engine, ConstrainedLayoutEngine):
+        footer = 0.25 / fig.get_figheight()  # a quarter inch for the provenance line
+        engine.set(rect=(0.0, footer, 1.0, 1.0 - footer))
+    fig.text(0.5, 0.004, provenance_line(prov), ha="center", va="bottom", fontsize=6, color="0.4")
     text = json.dumps(dict(prov), sort_keys=True)
     paths = []
     for ext, meta in (
@@ -71,6 +75,7 @@ def save_figure(fig: Figure, out_dir: Path, name: str, prov: Mapping[str, str]) 
     ):
         path = out_dir / f"{name}.{ext}"
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=ext, dpi=150, metadata=meta, bbox_inches="tight")
+            fig.savefig(tmp, format=ext, dpi=120, metadata=meta)
         paths.append(path)
+        fig.set_layout_engine("none")  # the layout is settled: the PDF reuses it
     return paths

@@ -1,0 +1,258 @@
+"""The report step on small fake forecasts: tables, figures, intervals, provenance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from stormfusion.cli import main
+from stormfusion.models import get_model
+from stormfusion.report.reference import Protocol
+from stormfusion.verification.scoring import score_run
+from tests.verification_support import T_IN, T_OUT, Case, make_case, write_forecast_store
+
+RUNS = {
+    "persistence": {"model": "persistence", "args": {}, "ablation_of": None, "trainable": False},
+    "unet2d": {"model": "unet2d", "args": {}, "ablation_of": None, "trainable": True},
+    "sgt": {"model": "sgt", "args": {}, "ablation_of": None, "trainable": True},
+    "sgt_no_gnn": {
+        "model": "sgt",
+        "args": {"use_gnn": False},
+        "ablation_of": "sgt",
+        "trainable": True,
+    },
+}
+SGT_ARGS = {
+    "input_frames": T_IN,
+    "output_frames": T_OUT,
+    "modalities": ["vil"],
+    "hidden_dim": 16,
+    "encoder_channels": 8,
+    "gnn_layers": 1,
+    "transformer_layers": 1,
+    "heads": 2,
+    "knn": 3,
+    "max_cells": 8,
+    "min_separation": 4,
+}
+
+
+def _forecasts(case: Case) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(5)
+    persistence = np.repeat(case.last_input[:, None], T_OUT, axis=1)
+    truth = case.truth.astype(float)
+    noisy = lambda s: np.clip(truth + rng.normal(0, s, truth.shape), 0, 255)  # noqa: E731
+    return {
+        "persistence": persistence,
+        "unet2d": noisy(40.0),
+        "sgt": noisy(15.0),
+        "sgt_no_gnn": noisy(25.0),
+    }
+
+
+def _score_all(case: Case, results: Path) -> None:
+    for run, forecast in _forecasts(case).items():
+        model = RUNS[run]["model"]
+        path = write_forecast_store(case.forecast_path(run), forecast, case.windows, run, model)
+        score_run(
+            path,
+            case.zarr_dir / "vil.zarr",
+            case.windows_csv,
+            results / "scores" / f"{run}.csv",
+            results / "scores" / f"{run}.json",
+            results / "scores" / f"{run}.counts.npz",
+        )
+    for run, spec in RUNS.items():
+        if spec["trainable"]:
+            metrics = pd.DataFrame(
+                {
+                    "epoch": [1, 2, 3],
+                    "train_loss": [0.9, 0.5, 0.3],
+                    "val_loss": [1.0, 0.7, 0.6],
+                    "lr": [1e-3] * 3,
+                    "time_s": [1.0] * 3,
+                    "samples_per_s": [5.0] * 3,
+                    "train_mse": [0.5, 0.3, 0.2],
+                    "val_mse": [0.6, 0.4, 0.35],
+                }
+            )
+            (results / "models" / run).mkdir(parents=True, exist_ok=True)
+            metrics.to_csv(results / "models" / run / "metrics.csv", index=False)
+
+
+def _sgt_checkpoint(path: Path) -> None:
+    torch.manual_seed(0)
+    model = get_model("sgt", **SGT_ARGS)
+    payload = {
+        "format": 1,
+        "model_name": "sgt",
+        "model_args": SGT_ARGS,
+        "config": {},
+        "model": model.state_dict(),
+        "epoch": 3,
+        "data": {},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(payload, path)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Case, Path, int]:
+    root = tmp_path_factory.mktemp("report")
+    case = make_case(root, n_events=4, size=32, seed=1)
+    results = root / "results"
+    _score_all(case, results)
+    _sgt_checkpoint(results / "models" / "sgt" / "best.pt")
+    rc = main(
+        [
+            "report",
+            "--runs",
+            json.dumps(RUNS),
+            "--results",
+            str(results),
+            "--zarr-dir",
+            str(case.zarr_dir),
+            "--windows",
+            str(case.windows_csv),
+            "--events-meta",
+            str(case.events_json),
+            "--config-hash",
+            "cfg123abc456",
+            "--panel-events",
+            "2",
+            "--bootstrap",
+            "200",
+            "--seed",
+            "7",
+        ]
+    )
+    return case, results, rc
+
+
+def test_main_table(report: tuple[Case, Path, int]) -> None:
+    _, results, rc = report
+    assert rc == 0
+    main_csv = pd.read_csv(results / "tables" / "main.csv")
+    assert list(main_csv.columns[:4]) == ["model", "csi_m", "csi_m_lo", "csi_m_hi"]
+    for t in (16, 74, 133, 160, 181, 219):
+        assert f"csi_{t}" in main_csv.columns
+    for col in (
+        "pod_m",
+        "sucr_m",
+        "bias_m",
+        "mse",
+        "mae",
+        "lpips",
+        "ssim",
+        "csi_m_per_lead",
+        "csi_m_pool4",
+        "csi_m_pool16",
+        "delta_csi_m",
+        "config_hash",
+        "git_commit",
+    ):
+        assert col in main_csv.columns
+    assert main_csv["model"].tolist() == ["persistence", "unet2d", "sgt"]  # no ablation
+    raw = pd.read_csv(results / "tables" / "main.csv", keep_default_na=False)
+    assert (raw["lpips"] == "n/a").all()
+    assert (main_csv["config_hash"] == "cfg123abc456").all()
+    assert (main_csv["data_fingerprint"] == "fp-verification-test").all()
+    assert (
+        (main_csv["csi_m_lo"] <= main_csv["csi_m"]) & (main_csv["csi_m"] <= main_csv["csi_m_hi"])
+    ).all()
+    by = main_csv.set_index("model")
+    assert by.loc["persistence", "delta_csi_m"] == 0.0
+    assert by.loc["sgt", "delta_csi_m"] == pytest.approx(
+        by.loc["sgt", "csi_m"] - by.loc["persistence", "csi_m"]
+    )
+    # the table's CSI-M is the score step's
+    summary = json.loads((results / "scores" / "sgt.json").read_text())
+    assert by.loc["sgt", "csi_m"] == pytest.approx(summary["csi_m"])
+    assert by.loc["sgt", "csi_m"] > by.loc["unet2d", "csi_m"]  # less noise, better CSI
+    md = (results / "tables" / "main.md").read_text()
+    assert "LPIPS n/a: LPIPS weights not found" in md
+    assert "Provenance: config cfg123abc456 | data fp-verification-test" in md
+    tex = (results / "tables" / "main.tex").read_text()
+    assert r"\begin{tabular}" in tex and "cfg123abc456" in tex and "n/a" in tex
+
+
+def test_ablation_and_per_lead_tables(report: tuple[Case, Path, int]) -> None:
+    _, results, _ = report
+    abl = pd.read_csv(results / "tables" / "ablations.csv", keep_default_na=False)
+    assert abl["model"].tolist() == ["sgt", "sgt_no_gnn"]
+    assert abl["ablation_of"].tolist() == ["", "sgt"]
+    row = abl.set_index("model").loc["sgt_no_gnn"]
+    assert float(row["delta_csi_m"]) == pytest.approx(float(row["csi_m"]) - float(abl["csi_m"][0]))
+    per_lead = pd.read_csv(results / "tables" / "per_lead.csv")
+    assert len(per_lead) == len(RUNS) * T_OUT
+    assert sorted(per_lead["lead_time"].unique().tolist()) == [5, 10, 15]
+    for name in ("main", "ablations", "per_lead"):
+        for ext in ("csv", "md", "tex"):
+            assert (results / "tables" / f"{name}.{ext}").is_file()
+    # synthetic-size protocol: no published numbers anywhere
+    assert not (results / "tables" / "reference.csv").exists()
+    assert "Earthformer" not in (results / "tables" / "main.md").read_text()
+
+
+def test_figures_with_provenance(report: tuple[Case, Path, int]) -> None:
+    _, results, _ = report
+    figs = results / "figures"
+    names = {p.name for p in figs.iterdir()}
+    for stem in ("csi_lead", "performance_diagram", "training_curves", "storm_graph"):
+        assert {f"{stem}.png", f"{stem}.pdf"} <= names
+    panels = [n for n in names if n.startswith("panels_") and n.endswith(".png")]
+    assert len(panels) == 2
+    with Image.open(figs / "csi_lead.png") as im:
+        meta = json.loads(im.info["Description"])
+    assert meta["config_hash"] == "cfg123abc456"
+    assert meta["data_fingerprint"] == "fp-verification-test"
+    assert b"cfg123abc456" in (figs / "performance_diagram.pdf").read_bytes()
+    record = json.loads((results / "tables" / "report.json").read_text())
+    assert record["reference_table"] is False and "differs" in record["reference_reason"]
+    assert record["skipped_figures"] == {}
+
+
+def test_reference_protocol() -> None:
+    assert Protocol(13, 12, 384, True).matches() == (True, "")
+    assert not Protocol(13, 12, 384, False).matches()[0]  # synthetic twin
+    assert not Protocol(13, 12, 384, None).matches()[0]
+    assert not Protocol(12, 6, 384, True).matches()[0]
+
+
+def test_report_refuses_scores_of_other_data(
+    report: tuple[Case, Path, int], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    case, results, _ = report
+    meta = tmp_path / "events.json"
+    meta.write_text(json.dumps({"data_fingerprint": "other"}))
+    rc = main(
+        [
+            "report",
+            "--runs",
+            json.dumps(RUNS),
+            "--results",
+            str(results),
+            "--zarr-dir",
+            str(case.zarr_dir),
+            "--windows",
+            str(case.windows_csv),
+            "--events-meta",
+            str(meta),
+            "--config-hash",
+            "x",
+            "--panel-events",
+            "0",
+            "--bootstrap",
+            "0",
+            "--seed",
+            "0",
+        ]
+    )
+    assert rc == 2
+    assert "rescore" in capsys.readouterr().err
