@@ -17,7 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from matplotlib.colors import BoundaryNorm, ListedColormap
+from matplotlib.colors import BoundaryNorm, Colormap, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.layout_engine import ConstrainedLayoutEngine
 
@@ -41,7 +41,7 @@ VIL_COLOURS: tuple[tuple[float, float, float], ...] = (
 )
 
 
-def vil_colormap() -> tuple[ListedColormap, BoundaryNorm]:
+def vil_colormap() -> tuple[Colormap, BoundaryNorm]:
     """The SEVIR VIL colormap and its norm, for ``imshow(..., cmap=cmap, norm=norm)``."""
     cmap = ListedColormap(list(VIL_COLOURS[1:-1]), name="sevir_vil").with_extremes(
         under=VIL_COLOURS[0], bad=VIL_COLOURS[0], over=VIL_COLOURS[-1]
