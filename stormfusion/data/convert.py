@@ -131,7 +131,7 @@ class StoreLayout:
 
 
 #: The layout chosen by benchmarks/bench_archive.py (see docs/benchmarks.md).
-DEFAULT_LAYOUT: Final = StoreLayout(time_chunk=7, compressor="zstd1")
+DEFAULT_LAYOUT: Final = StoreLayout(time_chunk=7, compressor="blosc-lz4")
 
 
 @dataclass(frozen=True)
