@@ -26,7 +26,7 @@ from stormfusion.data.synthetic import (
     synthesize_archive,
     vil_threshold_fractions,
 )
-from stormfusion.data.weather import simulate_event
+from stormfusion.data.weather import _Cells, _envelope, _step, _Wind, simulate_event
 from stormfusion.errors import StormFusionError
 from stormfusion.io import sha256_file
 
@@ -324,3 +324,45 @@ def test_reads_fail_cleanly_on_bad_files(tmp_path: Path) -> None:
         hdf5.read_ids(bad)
     with pytest.raises(StormFusionError, match="not found"):
         hdf5.read_ids(tmp_path / "missing.h5")
+
+
+def _two_cells(pos: list[list[float]], dev: list[list[float]], split_at: int = -1) -> _Cells:
+    n = len(pos)
+    return _Cells(
+        pos=np.array(pos, dtype=float),
+        dev=np.array(dev, dtype=float),
+        peak=np.array([200.0, 120.0][:n]),
+        birth=np.full(n, -20.0),
+        life=np.full(n, 100.0),
+        sigma=np.full(n, 8.0),
+        elong=np.ones(n),
+        theta=np.zeros(n),
+        mult=np.ones(n),
+        split_at=np.array([split_at, -1][:n], dtype=np.int64),
+        host=np.full(n, -1, dtype=np.int64),
+    )
+
+
+def test_cells_split_apart_and_merge_when_converging() -> None:
+    calm = _Wind(base=np.zeros(2), amp=0.0, wavelength=300.0, omega=0.0, phase=np.zeros(2))
+    rng = np.random.default_rng(0)
+    # splitting: a moving cell sheds a child at frame 3; they share the intensity, then part
+    cells = _two_cells([[100.0, 100.0]], [[3.0, 0.0]], split_at=3)
+    before = float(_envelope(cells, 3)[0])
+    for frame in range(4):
+        _step(cells, calm, frame, rng)
+    assert len(cells) == 2
+    after = _envelope(cells, 4)
+    assert after[0] < before and after.sum() > 0.8 * before
+    gap0 = float(np.hypot(*(cells.pos[0] - cells.pos[1])))
+    for frame in range(4, 20):
+        _step(cells, calm, frame, rng)
+    assert float(np.hypot(*(cells.pos[0] - cells.pos[1]))) > gap0 + 5.0
+    assert (cells.host == -1).all()  # diverging: no merge
+    # merging: two touching cells closing on each other; the weaker fades into the stronger
+    cells = _two_cells([[100.0, 100.0], [112.0, 100.0]], [[0.0, 0.0], [-1.0, 0.0]])
+    for frame in range(10):
+        _step(cells, calm, frame, rng)
+    assert cells.host.tolist() == [-1, 0]
+    assert cells.mult[1] < 0.2 and cells.mult[0] > 1.2
+    assert float(np.hypot(*(cells.pos[0] - cells.pos[1]))) < 1.0

@@ -16,8 +16,9 @@ Dynamics (per frame, explicit Euler):
   [0, 1] (growth, maturity, decay), with cells born before and during the event;
 - splitting: at a drawn frame a cell sheds a child that leaves at an angle; the two share
   the parent's intensity;
-- merging: when two cells overlap, the weaker one is drawn into the stronger, fades, and
-  the stronger one intensifies; one pair per storm event is set on a converging course.
+- merging: when two converging cells overlap, the weaker one is drawn into the stronger,
+  fades, and the stronger one intensifies; one pair per storm event is set on a converging
+  course.
 
 Rendering: each cell is an anisotropic Gaussian core plus a broad stratiform shield,
 multiplied by an advected log-normal texture; values below digital 8 are clipped to 0, so
@@ -81,6 +82,7 @@ class _Cells:
     theta: np.ndarray  # (n,) orientation, radians
     mult: np.ndarray  # (n,) intensity multiplier (split shares, merges)
     split_at: np.ndarray  # (n,) frame of the split, -1 = never
+    host: np.ndarray  # (n,) the cell this one is merging into, -1 = none
 
     def append(self, **values: np.ndarray | float) -> None:
         for name, value in values.items():
@@ -144,6 +146,7 @@ def _draw_cells(rng: np.random.Generator, storm: bool) -> _Cells:
         split_at=np.where(
             rng.random(n) < (0.4 if storm else 0.0), rng.integers(8, 40, size=n), -1
         ).astype(np.int64),
+        host=np.full(n, -1, dtype=np.int64),
     )
     if storm and n >= 2:
         # one pair on a converging course: cell 1 starts 30-50 km from cell 0 and closes in
@@ -180,24 +183,35 @@ def _step(cells: _Cells, wind: _Wind, frame: int, rng: np.random.Generator) -> N
             theta=cells.theta[c],
             mult=1.0,
             split_at=-1,
+            host=-1,
         )
         cells.mult[c] *= 1.0 - share
         cells.split_at[c] = -1
     amp = _envelope(cells, frame)
+    velocity = wind.at(cells.pos, frame) + cells.dev
     n = len(cells)
     if n >= 2:
         diff = cells.pos[:, None, :] - cells.pos[None, :, :]
         dist = np.hypot(diff[..., 0], diff[..., 1])
         touching = dist < 0.9 * (cells.sigma[:, None] + cells.sigma[None, :])
-        np.fill_diagonal(touching, False)
-        for i, j in zip(*np.nonzero(np.triu(touching)), strict=True):
-            if amp[i] <= 0.0 or amp[j] <= 0.0:
+        # only converging pairs merge (a cell and its split-off child move apart)
+        closing = (diff * (velocity[:, None, :] - velocity[None, :, :])).sum(axis=-1) < 0.0
+        merging = touching & closing
+        np.fill_diagonal(merging, False)
+        for i, j in zip(*np.nonzero(np.triu(merging)), strict=True):
+            if amp[i] <= 0.0 or amp[j] <= 0.0 or cells.host[i] >= 0 or cells.host[j] >= 0:
                 continue
             weak, strong = (i, j) if amp[i] < amp[j] else (j, i)
-            cells.pos[weak] += 0.4 * (cells.pos[strong] - cells.pos[weak])
-            cells.mult[weak] *= 0.75
-            cells.mult[strong] = min(cells.mult[strong] * 1.04, 1.35)
-    cells.pos += wind.at(cells.pos, frame) + cells.dev
+            cells.host[weak] = strong
+    # an absorbed cell is drawn into its host, moves with it and fades; the host intensifies
+    for weak in np.flatnonzero(cells.host >= 0):
+        strong = int(cells.host[weak])
+        cells.pos[weak] += 0.4 * (cells.pos[strong] - cells.pos[weak])
+        velocity[weak] = velocity[strong]
+        cells.dev[weak] = cells.dev[strong]
+        cells.mult[weak] *= 0.75
+        cells.mult[strong] = min(cells.mult[strong] * 1.04, 1.35)
+    cells.pos += velocity
 
 
 def _texture(
