@@ -316,13 +316,17 @@ def download_keys(
     todo: list[RemoteObject] = []
     for obj in remote:
         path = paths[obj.key]
-        if path.is_file() and (
-            state.is_verified(obj, path) or verify_file(path, obj, opts.chunk_size) is None
-        ):
-            state.mark(obj, path)
-            entries[obj.key] = _entry(obj, path, root, "skipped")
-        else:
-            todo.append(obj)
+        if path.is_file():
+            problem = (
+                None if state.is_verified(obj, path) else verify_file(path, obj, opts.chunk_size)
+            )
+            if problem is None:
+                state.mark(obj, path)
+                entries[obj.key] = _entry(obj, path, root, "skipped")
+                continue
+            logger.warning("%s: local copy does not match the object (%s); deleted", path, problem)
+            remove_path(path)
+        todo.append(obj)
     if len(todo) < len(remote):
         logger.info("%d of %d files already complete", len(remote) - len(todo), len(remote))
     config = TransferConfig(
