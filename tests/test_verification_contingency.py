@@ -163,3 +163,11 @@ def test_bad_shapes_are_refused() -> None:
         count_batch(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4), (74, 16))
     with pytest.raises(StormFusionError, match="3 leads"):
         ContingencyCounts.init(3).accumulate(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4))
+
+
+def test_out_of_range_and_fractional_values() -> None:
+    x = torch.tensor([-3.0, -0.5, 15.99, 16.0, 300.0, 218.9, 219.0]).reshape(1, 1, 1, 7)
+    observed = torch.full_like(x, 255.0)
+    c = count_batch(x, observed, (16, 219))
+    assert c[0, 0, 0, :2].tolist() == [4, 3]  # 16.0, 300, 218.9, 219 reach 16
+    assert c[0, 1, 0, :2].tolist() == [2, 5]  # 300, 219 reach 219

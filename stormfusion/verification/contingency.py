@@ -53,7 +53,8 @@ def _codes(x: Tensor, thresholds: Sequence[float]) -> tuple[Tensor, list[int]]:
     """uint8 codes of ``x`` and integer levels with ``x >= t_k  <=>  code >= level_k``.
 
     Integer thresholds in [1, 255] (the VIL ones) keep the values: uint8 input as is, real
-    input as ``floor(x)`` clamped to 0..255 (for an integer t, x >= t iff floor(x) >= t).
+    input as ``floor(x)`` clamped to 0..255 (for an integer t, x >= t iff floor(x) >= t),
+    computed as clamp-then-truncate.
     Other thresholds map each value to its category, the number of thresholds it reaches,
     with levels 1..T.
     """
@@ -63,7 +64,12 @@ def _codes(x: Tensor, thresholds: Sequence[float]) -> tuple[Tensor, list[int]]:
             return x, levels
         if not x.is_floating_point():
             return x.clamp(0, 255).to(torch.uint8), levels
-        return x.floor().clamp_(0.0, 255.0).to(torch.uint8), levels
+        # on [0, 255] truncation is floor; values outside are clamped to the ends first
+        # (a one-pass range check, since clamping costs several times the conversion)
+        lo, hi = torch.aminmax(x)
+        if bool(lo < 0.0) or bool(hi >= 256.0):
+            x = x.clamp(0.0, 255.0)
+        return x.to(torch.uint8), levels
     thr = torch.as_tensor(list(thresholds), dtype=torch.float64, device=x.device)
     codes = torch.bucketize(x.to(torch.float64), thr, right=True).to(torch.uint8)
     return codes, list(range(1, len(thresholds) + 1))
