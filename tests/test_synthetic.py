@@ -366,3 +366,31 @@ def test_cells_split_apart_and_merge_when_converging() -> None:
     assert cells.host.tolist() == [-1, 0]
     assert cells.mult[1] < 0.2 and cells.mult[0] > 1.2
     assert float(np.hypot(*(cells.pos[0] - cells.pos[1]))) < 1.0
+
+
+def test_threshold_fractions_known_answer(tmp_path: Path) -> None:
+    """Two events of 4 x 4 x 49 pixels with known values; 255 (missing) is left out."""
+    values = np.zeros((2, 4, 4, N_FRAMES), dtype=np.uint8)
+    values[0, 0, 0, :] = 16  # 49 pixels at exactly 16
+    values[0, 1, 0, :] = 219  # 49 at 219
+    values[1, 2, :, :] = 255  # 4 * 49 missing
+    values[1, 3, 0, :] = 180  # 49 at 180 (below 181)
+    name = "vil/2019/SEVIR_VIL_STORMEVENTS_2019_0701_1231.h5"
+    hdf5.write_raster_file(tmp_path / "data" / name, "vil", ["S1", "S2"], values)
+    rows = [
+        dict.fromkeys(CATALOG_COLUMNS, 0)
+        | {
+            "id": f"S{i + 1}",
+            "file_name": name,
+            "file_index": i,
+            "img_type": "vil",
+            "time_utc": "2019-07-01 00:00:00",
+        }
+        for i in range(2)
+    ]
+    pd.DataFrame(rows, columns=list(CATALOG_COLUMNS)).to_csv(tmp_path / "CATALOG.csv", index=False)
+    frac = vil_threshold_fractions(tmp_path)
+    valid = 2 * 16 * N_FRAMES - 4 * N_FRAMES
+    assert frac[16] == pytest.approx(3 * 49 / valid)
+    assert frac[74] == frac[133] == frac[160] == pytest.approx(2 * 49 / valid)
+    assert frac[181] == frac[219] == pytest.approx(49 / valid)
