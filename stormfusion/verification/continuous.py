@@ -27,6 +27,8 @@ from stormfusion.verification.contingency import ALL_EVENTS
 VIL_RANGE = 255.0
 #: Sums kept per (event, lead), in this order on the last axis of :attr:`table`.
 SUM_NAMES = ("sse", "sae", "n_pixels", "ssim_sum", "n_frames")
+#: Frames per SSIM call (each needs about 10 float64 temporaries of its size).
+SSIM_GROUP = 16
 
 
 def _gaussian_window(sigma: float = 1.5, truncate: float = 3.5) -> Tensor:
@@ -134,7 +136,14 @@ class ContinuousSums:
         sums[..., 1] = err.abs().sum(dim=(2, 3))
         sums[..., 2] = float(h * w)
         if self.with_ssim:
-            sums[..., 3] = ssim(f.reshape(-1, h, w), o.reshape(-1, h, w)).reshape(b, n_leads)
+            frames_f, frames_o = f.reshape(-1, h, w), o.reshape(-1, h, w)
+            per_frame = torch.cat(  # in groups of frames, to bound the float64 temporaries
+                [
+                    ssim(frames_f[i : i + SSIM_GROUP], frames_o[i : i + SSIM_GROUP])
+                    for i in range(0, frames_f.shape[0], SSIM_GROUP)
+                ]
+            )
+            sums[..., 3] = per_frame.reshape(b, n_leads)
             sums[..., 4] = 1.0
         rows = self._rows(ids)
         np.add.at(self.table, rows, sums.cpu().numpy())
