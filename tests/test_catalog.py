@@ -135,6 +135,15 @@ def test_bad_values_named(tmp_path: Path, column: str, value: str, message: str)
         read_catalog(_write(tmp_path / "CATALOG.csv", rows))
 
 
+def test_lightning_rows_may_lack_a_file_index(tmp_path: Path) -> None:
+    rows = [list(r) for r in ROWS]
+    rows[1][CATALOG_COLUMNS.index("file_index")] = ""  # the lght row
+    assert read_catalog(_write(tmp_path / "CATALOG.csv", rows))["file_index"].tolist() == [3, -1, 0]
+    rows[0][CATALOG_COLUMNS.index("file_index")] = ""  # a raster row: an error
+    with pytest.raises(StormFusionError, match="line 2: file_index is not an integer"):
+        read_catalog(_write(tmp_path / "CATALOG.csv", rows))
+
+
 def test_unreadable_and_missing(tmp_path: Path) -> None:
     with pytest.raises(StormFusionError, match="catalog not found"):
         read_catalog(tmp_path / "nope.csv")

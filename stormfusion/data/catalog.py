@@ -105,6 +105,8 @@ def read_catalog(path: str | os.PathLike[str]) -> pd.DataFrame:
     df["file_name"] = df["file_name"].fillna("")
     df["minute_offsets"] = df["minute_offsets"].fillna("")
     index = pd.to_numeric(df["file_index"], errors="coerce")
+    # lightning datasets are keyed by id: an empty file_index there is harmless (-1)
+    index = index.mask(index.isna() & df["file_index"].isna() & (df["img_type"] == "lght"), -1)
     if index.isna().any():
         line = _csv_line(df.index[index.isna()][0])
         raise StormFusionError(f"{p}: line {line}: file_index is not an integer")
