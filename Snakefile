@@ -19,6 +19,10 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/verification.smk"
 
 
+onstart:
+    config_snapshot()
+
+
 rule all:
     default_target: True
     input:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -47,13 +48,23 @@ def git_commit(cwd: str | Path | None = None) -> str:
     return f"{commit}-dirty" if dirty else commit
 
 
+#: Environment variable through which the workflow hands every step the hash of its config
+#: (set by workflow/rules/common.smk; the config itself is kept as
+#: ``RESULTS/configs/<hash>.yaml``). Not a rerun trigger: a step's output keeps the hash of
+#: the config it was made under.
+CONFIG_HASH_ENV = "STORMFUSION_CONFIG_HASH"
+
+
 def provenance(
     *, config_hash: str | None = None, data_fingerprint: str | None = None
 ) -> dict[str, str]:
-    """The provenance record attached to outputs."""
+    """The provenance record attached to outputs.
+
+    ``config_hash`` defaults to ``$STORMFUSION_CONFIG_HASH`` (set under Snakemake).
+    """
     return {
         "package_version": __version__,
         "git_commit": git_commit(),
-        "config_hash": config_hash or "unknown",
+        "config_hash": config_hash or os.environ.get(CONFIG_HASH_ENV) or "unknown",
         "data_fingerprint": data_fingerprint or "unknown",
     }

@@ -1,8 +1,14 @@
 # Shared helpers: config validation (defaults come from the schema), paths and run lookups.
 import json
+import os
 import shlex
+from pathlib import Path
 
+import yaml
 from snakemake.utils import min_version, validate
+
+from stormfusion.io import atomic_path
+from stormfusion.provenance import CONFIG_HASH_ENV, stable_hash
 
 min_version("9.0")
 
@@ -210,11 +216,21 @@ def runs_json():
     return shlex.quote(json.dumps(runs, sort_keys=True))
 
 
-def _config_hash():
-    import hashlib
+# Provenance: the hash of the whole config (schema defaults filled in) goes to every step
+# through the environment (stormfusion.provenance reads it; not a rerun trigger), and the
+# config itself is kept as RESULTS/configs/<hash>.yaml when a run starts.
+CONFIG_HASH = stable_hash(config)
+os.environ[CONFIG_HASH_ENV] = CONFIG_HASH
 
-    text = json.dumps(config, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
-
-CONFIG_HASH = _config_hash()
+def config_snapshot():
+    """Write the resolved config to RESULTS/configs/<hash>.yaml (once per distinct config)."""
+    path = Path(RESULTS) / "configs" / f"{CONFIG_HASH}.yaml"
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        text = yaml.safe_dump(
+            json.loads(json.dumps(config, default=str)), sort_keys=True
+        )
+        Path(tmp).write_text(f"# config_hash {CONFIG_HASH}\n{text}", encoding="utf-8")
