@@ -102,7 +102,8 @@ def _notes(stats: Mapping[str, RunStats], n_boot: int, seed: int) -> list[str]:
     notes = [
         "CSI-M: counts summed over all pixels, samples and lead times, CSI per threshold "
         "(event: VIL >= threshold), mean over the six thresholds (as published); "
-        "POD, SUCR, BIAS: the same pooled counts, mean over thresholds; MSE, MAE on the "
+        "CSI-M (per lead): CSI per threshold and lead time, averaged over both. "
+        "POD, SUCR, BIAS: the pooled counts, mean over thresholds; MSE, MAE on the "
         "0..255 VIL scale.",
     ]
     if n_boot > 0:
@@ -138,7 +139,11 @@ def main_table(
         if s.vs_reference is not None:
             _put_csi(row, "delta_", s.vs_reference, labels)
         rows.append(row)
-    columns = [Column("Model", "model", fmt="{}"), Column("CSI-M", "csi_m", ci=True)]
+    columns = [
+        Column("Model", "model", fmt="{}"),
+        Column("CSI-M", "csi_m", ci=True),
+        Column("CSI-M (per lead)", "csi_m_per_lead"),
+    ]
     columns += _threshold_columns(labels) + _score_columns()
     notes = _notes(stats, n_boot, seed)
     if reference is not None:

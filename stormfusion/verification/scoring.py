@@ -376,15 +376,15 @@ def score_run(
     logger.info(
         "%s: CSI-M %.4f (pooled over leads), %.4f (per lead); MSE %.2f; SSIM %.4f; LPIPS %s",
         result["run"],
-        s_or_nan(result["csi_m"]),
-        s_or_nan(result["csi_m_per_lead"]),
-        s_or_nan(result["mse"]),
-        s_or_nan(result["ssim"]),
+        _or_nan(result["csi_m"]),
+        _or_nan(result["csi_m_per_lead"]),
+        _or_nan(result["mse"]),
+        _or_nan(result["ssim"]),
         "n/a" if result["lpips"] is None else f"{result['lpips']:.4f}",
     )
     return result
 
 
-def s_or_nan(x: float | None) -> float:
+def _or_nan(x: float | None) -> float:
     """``x`` or NaN for ``None`` (for logging)."""
     return math.nan if x is None else float(x)
