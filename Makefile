@@ -29,8 +29,9 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml
-	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml --report results/report.html
+	$(BIN)/snakemake --profile profiles/local --cores $(CORES) --configfile config/demo.yaml
+	$(BIN)/snakemake --cores 1 --configfile config/demo.yaml --report results/report.html
+	@echo "demo: results/tables/main.csv, results/figures/, results/report.html (see results/README.md)"
 
 test: setup
 	$(BIN)/python -m pytest -n $(CORES) --durations=15
