@@ -138,6 +138,9 @@ def test_pooled_csi_hand_built() -> None:
     assert t[1].tolist() == [0, 0, 0, 4]
     with pytest.raises(StormFusionError, match="not a multiple"):
         Pooling("max", 16).apply(torch.zeros(1, 1, 8, 8))
+    assert Pooling.parse("max16") == Pooling("max", 16) and Pooling("avg", 4).name == "avg4"
+    with pytest.raises(StormFusionError, match="unknown pooling"):
+        Pooling("median", 4)
 
 
 def test_csi_m_pooled_and_per_lead_differ() -> None:
