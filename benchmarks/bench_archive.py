@@ -30,6 +30,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pandas as pd
+import torch
 import zarr
 from torch.utils.data import DataLoader
 
@@ -205,28 +206,42 @@ def layout_sweep(events: Path, root: Path, workdir: Path, repeats: int) -> pd.Da
 
 
 def conversion(events: Path, root: Path, workdir: Path, repeats: int) -> pd.DataFrame:
+    """Conversion MB/s against h5py reading the same events, warm and cold page cache.
+
+    Each conversion writes a fresh store (replacing a store is not per-byte work). Cold:
+    the HDF5 files' cached pages are dropped before every read and every conversion.
+    """
     index = read_event_index(events)
     rows = []
     for m in STUDY_MODALITIES:
         sources = event_sources(index, m)
+        files = sorted({raw_file(root, s.file) for s in sources})
         out = workdir / "zarr" / f"{m}.zarr"
-        raw = best_of(lambda m=m, sources=sources: raw_h5_read(root, m, sources), repeats)
-        convs = {}
-        for workers in (1, 2):  # into a fresh path: replacing a store is not per-byte work
-            convs[workers] = best_of(lambda m=m, out=out, w=workers: convert_modality(
-                events, root, m, out, verify_events=0, workers=w), repeats,
-                before=lambda out=out: remove_path(out))
-        raw_cpu = cpu_of(lambda m=m, sources=sources: raw_h5_read(root, m, sources), repeats)
-        conv_cpu = cpu_of(lambda m=m, out=out: convert_modality(
-            events, root, m, out, verify_events=0, workers=1), repeats,
-            before=lambda out=out: remove_path(out))
         nbytes = raw_h5_read(root, m, sources)
-        rows.append({
-            "modality": m, "MB": nbytes / 1e6, "h5py_MB_s": nbytes / 1e6 / raw,
-            "convert_1w_MB_s": nbytes / 1e6 / convs[1], "convert_2w_MB_s": nbytes / 1e6 / convs[2],
-            "ratio_1w": raw / convs[1], "ratio_2w": raw / convs[2],
-            "ratio_cpu": raw_cpu / conv_cpu,
-        })
+        for cache in ("warm", "cold"):
+            def fresh(out: Path = out, files: list[Path] = files, cache: str = cache) -> None:
+                remove_path(out)
+                if cache == "cold":
+                    evict(files)
+
+            def read_only(files: list[Path] = files, cache: str = cache) -> None:
+                if cache == "cold":
+                    evict(files)
+
+            raw = best_of(lambda m=m, s=sources: raw_h5_read(root, m, s), repeats, read_only)
+            row: dict[str, object] = {"modality": m, "cache": cache, "MB": nbytes / 1e6,
+                                      "h5py_MB_s": nbytes / 1e6 / raw}
+            for workers in (1, 2):
+                conv = best_of(lambda m=m, out=out, w=workers: convert_modality(
+                    events, root, m, out, verify_events=0, workers=w), repeats, fresh)
+                row[f"convert_{workers}w_MB_s"] = nbytes / 1e6 / conv
+                row[f"ratio_{workers}w"] = raw / conv
+            if cache == "warm":
+                raw_cpu = cpu_of(lambda m=m, s=sources: raw_h5_read(root, m, s), repeats)
+                conv_cpu = cpu_of(lambda m=m, out=out: convert_modality(
+                    events, root, m, out, verify_events=0, workers=1), repeats, fresh)
+                row["ratio_cpu_1w"] = raw_cpu / conv_cpu
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -266,11 +281,15 @@ def loader(events: Path, workdir: Path, repeats: int) -> pd.DataFrame:
     table = make_windows(index, labels, PRESETS["seed"])
     ds = SevirWindowDataset(workdir / "zarr", table, "train", image_size=384, augment=True)
     rows = []
+    # one torch thread in the main process, as in each DataLoader worker: like for like
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     for workers in (0, 2):
         dl = DataLoader(ds, batch_size=4, num_workers=workers, shuffle=True)
         seconds = best_of(lambda dl=dl: sum(1 for _ in dl), repeats)
         rows.append({"num_workers": workers, "windows": len(ds),
                      "windows_s": len(ds) / seconds})
+    torch.set_num_threads(threads)
     return pd.DataFrame(rows)
 
 

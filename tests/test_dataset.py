@@ -149,6 +149,10 @@ def test_augmentation_is_the_same_for_every_modality_and_reproducible(
     archive: tuple[Twin, Path, pd.DataFrame],
 ) -> None:
     _, zarr_dir, windows = archive
+    x = torch.arange(2 * 3 * 3, dtype=torch.float32).reshape(2, 3, 3)
+    for k in range(4):
+        torch.testing.assert_close(_dihedral(x, k, True),
+                                   torch.flip(torch.rot90(x, k, dims=(-2, -1)), dims=(-1,)))
     plain = SevirWindowDataset(zarr_dir, windows, None, image_size=16)
     aug = SevirWindowDataset(zarr_dir, windows, None, image_size=16, augment=True, seed=3)
     seen = set()

@@ -53,7 +53,7 @@ import zarr
 from torch.utils.data import Dataset
 
 from stormfusion.data.chunks import WindowReader
-from stormfusion.data.normalization import normalize as normalize_values
+from stormfusion.data.normalization import SEVIR_NORMALIZATION
 from stormfusion.data.regrid import regrid
 from stormfusion.data.sevir import MODALITIES, N_FRAMES, STUDY_MODALITIES, VIL_MISSING
 from stormfusion.data.splits import SPLITS, check_windows, read_windows
@@ -136,9 +136,14 @@ def inspect_store(zarr_dir: str | os.PathLike[str], modality: str) -> StoreInfo:
 
 
 def _dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
-    """Rotate ``(..., H, W)`` by ``k`` quarter turns, then flip left-right if asked."""
-    out = torch.rot90(x, k, dims=(-2, -1)) if k else x
-    return torch.flip(out, dims=(-1,)) if flip else out
+    """Rotate ``(..., H, W)`` by ``k`` quarter turns (counter-clockwise, as ``torch.rot90``),
+    then flip left-right if asked; one copy (numpy views), none for the identity."""
+    if not k and not flip:
+        return x
+    view = np.rot90(x.numpy(), k, axes=(-2, -1))
+    if flip:
+        view = np.flip(view, axis=-1)
+    return torch.from_numpy(np.ascontiguousarray(view))
 
 
 class SevirWindowDataset(Dataset[dict[str, Any]]):
@@ -310,11 +315,11 @@ class SevirWindowDataset(Dataset[dict[str, Any]]):
     def _frames(self, modality: str, row: int, start: int, stop: int) -> torch.Tensor:
         """Frames ``[start, stop)`` of one store row as float32 on the model grid."""
         raw = self._reader(modality).read(row, start, stop)
-        x = torch.from_numpy(raw.astype(np.float32))
+        frames = raw.astype(np.float32)
         if modality in MISSING_AS:
             value, replacement = MISSING_AS[modality]
-            x = torch.where(torch.from_numpy(raw == value), torch.tensor(replacement), x)
-        return regrid(modality, x, self.image_size)
+            frames[raw == value] = replacement
+        return regrid(modality, torch.from_numpy(frames), self.image_size)
 
     def augmentation(self, index: int) -> tuple[int, bool]:
         """The (quarter turns, flip) of item ``index`` this epoch; (0, False) without it."""
@@ -340,13 +345,15 @@ class SevirWindowDataset(Dataset[dict[str, Any]]):
             if row < 0:
                 x = torch.zeros(t_in, size, size, dtype=torch.float32)
             else:
-                x = vil[:t_in].clone() if m == TARGET_MODALITY else self._frames(m, row, start,
+                # VIL inputs and target are disjoint slices of one read: in-place is safe
+                x = vil[:t_in] if m == TARGET_MODALITY else self._frames(m, row, start,
                                                                          start + t_in)
                 if self.normalize:
-                    x = normalize_values(m, x)
+                    offset, scale = SEVIR_NORMALIZATION[m]
+                    x.sub_(offset).div_(scale)
                 mask[STUDY_MODALITIES.index(m)] = 1.0
-            inputs[m] = _dihedral(x, k, flip).contiguous()
-        target = _dihedral(vil[t_in:], k, flip).contiguous()
+            inputs[m] = _dihedral(x, k, flip)
+        target = _dihedral(vil[t_in:], k, flip)
         return {
             "inputs": inputs,
             "mask": mask,
