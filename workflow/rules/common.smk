@@ -66,12 +66,29 @@ def raw_ready():
     return f"{RAW}/synthetic_manifest.json"
 
 
+def parent_of(name, kind="input", levels=1):
+    """A params function: the folder `levels` up from a job's named input or output file.
+
+    Folders handed to a step as prefixes are derived from the job's files (rather than
+    from config strings), so they stay right wherever Snakemake stages the files."""
+
+    def parent(wildcards, input, output):
+        files = input if kind == "input" else output
+        path = getattr(files, name)
+        path = path if isinstance(path, str) else path[0]
+        for _ in range(levels):
+            path = os.path.dirname(path)
+        return path
+
+    return parent
+
+
 def zarr_stores():
     return expand(f"{INTERIM}/zarr/{{modality}}.zarr", modality=MODALITIES)
 
 
 def final_targets():
-    """What `rule all` builds: the paper's tables and figures (the HTML report is
+    """The default target: the paper's tables and figures (the HTML report is
     `snakemake --report`, run by `make demo`)."""
     return [
         f"{RESULTS}/tables/main.csv",

@@ -20,7 +20,7 @@ if config["source"] == "synthetic":
             mem_mb=rule_resources("synthesize_sevir", "mem_mb", 2000),
             runtime=rule_resources("synthesize_sevir", "runtime", 30),
         params:
-            out=RAW,
+            out=parent_of("catalog", "output"),
             events=config["synthetic"]["events"],
             random_events=config["synthetic"]["random_events"],
             size=config["synthetic"]["image_size"],
@@ -50,7 +50,7 @@ else:
             runtime=rule_resources("download_catalog", "runtime", 30),
         params:
             s3=s3_options(),
-            out=RAW,
+            out=parent_of("catalog", "output"),
         shell:
             "stormfusion download {params.s3} --out {params.out} --catalog-only > {log} 2>&1"
 
@@ -74,9 +74,10 @@ else:
         params:
             s3=s3_options(),
             out=RAW,
+            concurrency=config["s3"]["concurrency"],
         shell:
             "stormfusion download {params.s3} --out {params.out} --events {input.events}"
-            " --concurrency {threads} --manifest {output.manifest} > {log} 2>&1"
+            " --concurrency {params.concurrency} --manifest {output.manifest} > {log} 2>&1"
 
 
 rule select_events:
@@ -98,7 +99,7 @@ rule select_events:
         mem_mb=rule_resources("select_events", "mem_mb", 2000),
         runtime=rule_resources("select_events", "runtime", 10),
     params:
-        root=RAW,
+        root=parent_of("catalog"),
         filters=selection_options(),
     shell:
         "stormfusion select-events --catalog {input.catalog} --data-root {params.root}"

@@ -27,8 +27,8 @@ rule train_model:
         model=lambda wc: run_model(wc.run),
         args=lambda wc: run_args(wc.run),
         options=lambda wc: training_options(wc.run),
-        zarr=f"{INTERIM}/zarr",
-        out=lambda wc: f"{RESULTS}/models/{wc.run}",
+        zarr=parent_of("stores"),
+        out=parent_of("best", "output"),
     shell:
         "{params.launcher} train --model {params.model} --model-args {params.args}"
         " --zarr-dir {params.zarr} --windows {input.windows} --events-meta {input.meta}"
@@ -62,7 +62,7 @@ rule predict_model:
         model=lambda wc: run_model(wc.run),
         args=lambda wc: run_args(wc.run),
         checkpoint=lambda wc: checkpoint_option(wc.run),
-        zarr=f"{INTERIM}/zarr",
+        zarr=parent_of("stores"),
         split=config["evaluation"]["split"],
         size=config["data"]["image_size"],
         batch=config["evaluation"]["batch_size"],

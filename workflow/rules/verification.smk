@@ -66,8 +66,8 @@ rule make_report:
     params:
         runs=runs_json(),
         config_hash=CONFIG_HASH,
-        results=RESULTS,
-        zarr=f"{INTERIM}/zarr",
+        results=parent_of("main", "output", levels=2),
+        zarr=parent_of("vil"),
         panels=config["report"]["panel_events"],
         bootstrap=config["evaluation"]["bootstrap"],
         seed=config["evaluation"]["seed"],
