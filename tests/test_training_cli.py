@@ -228,3 +228,50 @@ def test_resuming_another_model_in_the_same_directory_is_refused(
     assert main(train_argv(twin, tmp_path, args='{"widths": [8, 8]}', epochs=2)) == 2
     err = capsys.readouterr().err
     assert "other unet2d arguments (widths: checkpoint [8, 16] vs requested [8, 8])" in err
+
+
+#: Two processes average two half-batch gradients where one process takes the gradient of
+#: the whole batch: equal up to float32 rounding, which grows over the steps.
+DDP_RTOL = 1e-4
+
+
+def test_torchrun_two_processes_match_one_on_the_same_global_batch(
+    twin: dict[str, Path], tmp_path: Path
+) -> None:
+    """The Snakemake rule's launcher: torchrun --standalone --nproc_per_node=G (gloo here).
+
+    ConvLSTM, because it has no batch normalisation (which torch synchronises over
+    processes only on GPUs).
+    """
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    model = {"model": "convlstm", "args": '{"hidden_channels": [4]}', "epochs": 2}
+    _run(train_argv(twin, single, **model))
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "stormfusion.cli",
+            *train_argv(twin, ddp, **model),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with (single / "metrics.csv").open() as a, (ddp / "metrics.csv").open() as b:
+        one, two = list(csv.DictReader(a)), list(csv.DictReader(b))
+    assert len(one) == len(two) == 2
+    for r1, r2 in zip(one, two, strict=True):
+        for key in ("train_loss", "val_loss"):
+            assert float(r2[key]) == pytest.approx(float(r1[key]), rel=DDP_RTOL), key
+    saved = read_checkpoint(ddp / "latest.pt")
+    assert saved["world_size"] == 2 and len(saved["rng"]) == 2
+    ref = read_checkpoint(single / "latest.pt")["model"]
+    for key, value in saved["model"].items():
+        torch.testing.assert_close(value, ref[key], rtol=DDP_RTOL, atol=1e-6)

@@ -17,7 +17,9 @@ same weights as an uninterrupted run (on the CPU: batches come from
 :class:`~stormfusion.training.distributed.ShardedBatchSampler`, whose order depends only
 on the seed and the epoch, and every generator state is saved). Under torchrun the model
 is wrapped in DistributedDataParallel; ``batch_size`` is the *global* batch, split evenly
-over the processes, so the loss curve does not depend on the number of processes.
+over the processes, so the loss curve does not depend on the number of processes (on
+GPUs, batch normalisation is synchronised for this; torch has no synchronised batch norm on
+the CPU, where each gloo process normalises its own share of the batch).
 """
 
 from __future__ import annotations
@@ -328,6 +330,9 @@ class Trainer:
             )
         if self.device.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
+        if self.ctx.enabled and self.device.type == "cuda":
+            # batch statistics over the global batch, as one process would compute them
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(self.device)
         loss_module = _LossModule(self.model)
         self.loss_module: nn.Module = (
@@ -582,8 +587,11 @@ class Trainer:
             "time_s": time.perf_counter() - started,
             "samples_per_s": sums.samples / max(train_time, 1e-9),
         }
-        row.update({f"train_{k}": v / max(sums.samples, 1) for k, v in sums.terms.items()})
-        row.update({f"val_{k}": v for k, v in val_terms.items()})
+        # a term named "loss" repeats the loss itself: keep the base columns
+        row.update(
+            {f"train_{k}": v / max(sums.samples, 1) for k, v in sums.terms.items() if k != "loss"}
+        )
+        row.update({f"val_{k}": v for k, v in val_terms.items() if k != "loss"})
         self.scheduler.step(val_loss)
         progress.history.append(row)
         progress.epoch, progress.step_in_epoch, progress.sums = epoch + 1, 0, _EpochSums()
