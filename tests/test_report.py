@@ -18,8 +18,8 @@ from stormfusion.verification.scoring import score_run
 from tests.verification_support import T_IN, T_OUT, Case, make_case, write_forecast_store
 
 RUNS = {
-    "persistence": {"model": "persistence", "args": {}, "ablation_of": None, "trainable": False},
     "unet2d": {"model": "unet2d", "args": {}, "ablation_of": None, "trainable": True},
+    "persistence": {"model": "persistence", "args": {}, "ablation_of": None, "trainable": False},
     "sgt": {"model": "sgt", "args": {}, "ablation_of": None, "trainable": True},
     "sgt_no_gnn": {
         "model": "sgt",
@@ -158,7 +158,11 @@ def test_main_table(report: tuple[Case, Path, int]) -> None:
         "git_commit",
     ):
         assert col in main_csv.columns
-    assert main_csv["model"].tolist() == ["persistence", "unet2d", "sgt"]  # no ablation
+    assert main_csv["model"].tolist() == [
+        "persistence",
+        "unet2d",
+        "sgt",
+    ]  # no ablation, reference first
     raw = pd.read_csv(results / "tables" / "main.csv", keep_default_na=False)
     assert (raw["lpips"] == "n/a").all()
     assert (main_csv["config_hash"] == "cfg123abc456").all()

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from stormfusion.report.stats import RunStats
 from stormfusion.report.style import save_figure, vil_colormap
@@ -130,11 +131,12 @@ def training_curves(
     for ax, title in zip(axes, ("training loss", "validation loss"), strict=True):
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         values = [line.get_ydata() for line in ax.get_lines()]
         if values and all(np.all(np.asarray(v, dtype=float) > 0) for v in values):
             ax.set_yscale("log")
-    axes[0].set_ylabel("loss")
+    axes[0].set_ylabel("loss (each model's own objective)")
     if curves:
         axes[1].legend(fontsize=8)
     return save_figure(fig, out_dir, "training_curves", prov)

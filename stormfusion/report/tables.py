@@ -128,9 +128,10 @@ def main_table(
     n_boot: int,
     seed: int,
 ) -> Table:
-    """One row per model (runs that are no ablation)."""
+    """One row per model (runs that are no ablation), the reference (persistence) first."""
     rows = []
-    for s in stats.values():
+    order = sorted(stats.values(), key=lambda s: s.name != reference)  # stable otherwise
+    for s in order:
         if s.ablation_of is not None:
             continue
         row: dict[str, Any] = {"model": s.name}

@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +117,10 @@ def open_forecast(path: str | os.PathLike[str]) -> xr.Dataset:
     if not p.exists():
         raise StormFusionError(f"{p}: forecast store does not exist")
     try:
-        ds = xr.open_zarr(p, consolidated=False)
+        with warnings.catch_warnings():
+            # Snakemake marks directory outputs with a file zarr does not know; harmless
+            warnings.filterwarnings("ignore", message=".*snakemake_timestamp")
+            ds = xr.open_zarr(p, consolidated=False)
     except Exception as exc:  # zarr/xarray raise many types for unreadable stores
         raise StormFusionError(f"{p}: cannot open as a Zarr store ({exc})") from exc
     if "forecast" not in ds:
