@@ -13,7 +13,10 @@ from PIL import Image
 
 from stormfusion.cli import main
 from stormfusion.models import get_model
-from stormfusion.report.reference import Protocol
+from stormfusion.report.inputs import RunScores, RunSpec
+from stormfusion.report.reference import Protocol, reference_table
+from stormfusion.report.stats import compute_stats
+from stormfusion.report.tables import write_table
 from stormfusion.verification.scoring import score_run
 from tests.verification_support import T_IN, T_OUT, Case, make_case, write_forecast_store
 
@@ -260,3 +263,63 @@ def test_report_refuses_scores_of_other_data(
     )
     assert rc == 2
     assert "rescore" in capsys.readouterr().err
+
+
+def _fake_scores(name: str, model: str, seed: int) -> RunScores:
+    rng = np.random.default_rng(seed)
+    events, n_t, n_l = [f"S{i}" for i in range(5)], 6, 12
+    hits = rng.integers(50, 100, (5, n_t, n_l))
+    counts = np.stack(
+        [
+            hits,
+            rng.integers(10, 50, hits.shape),
+            rng.integers(10, 50, hits.shape),
+            np.full(hits.shape, 10_000),
+        ],
+        axis=-1,
+    )
+    sums = np.stack(
+        [
+            np.full((5, n_l), 4e5),
+            np.full((5, n_l), 3e4),
+            np.full((5, n_l), 1e4),
+            np.full((5, n_l), 2.4),
+            np.full((5, n_l), 3.0),
+        ],
+        axis=-1,
+    )
+    return RunScores(
+        spec=RunSpec(name, model),
+        summary={},
+        event_ids=events,
+        thresholds=np.array([16, 74, 133, 160, 181, 219], float),
+        lead_times=np.arange(5, 65, 5),
+        counts=counts,
+        pooled={},
+        sums=sums,
+        lpips=np.zeros((5, n_l, 2)),
+    )
+
+
+def test_reference_table_beside_same_protocol(tmp_path: Path) -> None:
+    scores = {
+        "persistence": _fake_scores("persistence", "persistence", 0),
+        "earthformer_like": _fake_scores("earthformer_like", "sgt", 1),
+    }
+    stats = compute_stats(scores, n_boot=50, seed=0)
+    labels = ["16", "74", "133", "160", "181", "219"]
+    prov = {"config_hash": "h", "data_fingerprint": "d", "package_version": "v", "git_commit": "c"}
+    table = reference_table(stats, labels, prov)
+    write_table(table, tmp_path, prov)
+    data = pd.read_csv(tmp_path / "reference.csv")
+    published = data[data["source"].str.startswith("Gao et al.")]
+    assert published["model"].tolist() == ["Persistence", "UNet", "ConvLSTM", "Earthformer"]
+    row = published.set_index("model").loc["Earthformer"]
+    assert row["csi_m"] == 0.4419 and row["csi_219"] == 0.1791 and row["mse_1e3"] == 3.6957
+    ours = data[data["source"] == "this study"].set_index("model")
+    assert ours.loc["persistence", "csi_m"] == pytest.approx(
+        stats["persistence"].intervals.csi_m.value
+    )
+    assert ours.loc["persistence", "mse_1e3"] == pytest.approx(40.0 / 255**2 * 1e3)
+    md = (tmp_path / "reference.md").read_text()
+    assert "Published SEVIR reference numbers (separate from our results)" in md
