@@ -104,6 +104,10 @@ def _finite_list(xs: np.ndarray) -> list[float | None]:
     return [_finite(float(v)) for v in np.asarray(xs, dtype=np.float64).ravel()]
 
 
+def _plain(t: float) -> int | float:
+    return int(t) if float(t).is_integer() else float(t)
+
+
 def _threshold_key(t: float) -> str:
     return str(int(t)) if float(t).is_integer() else str(t)
 
@@ -208,7 +212,7 @@ def score_table(acc: ScoreAccumulator, lead_times: list[int]) -> pd.DataFrame:
             cells = [(str(lt), s.counts[k, j], j) for j, lt in enumerate(lead_times)]
             cells.append(("all", pooled[k], -1))
             for lead, c, j in cells:
-                row: dict[str, Any] = {"pool": pool, "threshold": t, "lead_time": lead}
+                row: dict[str, Any] = {"pool": pool, "threshold": _plain(t), "lead_time": lead}
                 row.update({name: int(c[i]) for i, name in enumerate(COUNT_NAMES)})
                 src = (
                     (s.pod_all, s.sucr_all, s.csi_all, s.bias_all)
@@ -257,7 +261,7 @@ def summary(
         "split": attrs.get("split"),
         "n_samples": n_samples,
         "n_events": len(acc.events),
-        "thresholds": list(s.thresholds),
+        "thresholds": [_plain(t) for t in s.thresholds],
         "event_definition": "value >= threshold (0..255 VIL)",
         "lead_times": lead_times,
         "csi_m": _finite(s.csi_m),
