@@ -151,6 +151,8 @@ def test_main_table(report: tuple[Case, Path, int]) -> None:
         "bias_m",
         "mse",
         "mae",
+        "mse_01",
+        "mae_01",
         "lpips",
         "ssim",
         "csi_m_per_lead",

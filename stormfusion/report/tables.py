@@ -63,7 +63,7 @@ def _common(row: dict[str, Any], s: RunStats) -> None:
         kind, size = name.rstrip("0123456789"), name.lstrip("maxvg")
         row[f"csi_m_pool{size}" if kind == "max" else f"csi_m_avgpool{size}"] = value
     row.update(pod_m=s.pod_m, sucr_m=s.sucr_m, bias_m=s.bias_m)
-    row.update(mse=s.mse, mae=s.mae, mse_01=s.mse_01)
+    row.update(mse=s.mse, mae=s.mae, mse_01=s.mse_01, mae_01=s.mae / 255.0)
     row["lpips"] = NA if s.lpips is None else s.lpips
     row["ssim"] = s.ssim
     row["n_events"] = s.n_events
