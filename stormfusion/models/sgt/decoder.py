@@ -1,7 +1,9 @@
 """PhysicsDecoder: back to full resolution and T_out frames, by learned advection.
 
-The decoder predicts, from the grid features, a velocity field and a source term per lead,
-and steps the last observed VIL frame forward one frame at a time:
+The decoder predicts, from the grid features, a velocity field (at 1/4 resolution) and a
+source term per lead (at 1/2 resolution, upsampled bilinearly: the full-resolution detail
+comes from advecting the observed frame), and steps the last observed VIL frame forward
+one frame at a time:
 
     I_t = exp(g_t) * warp(I_{t-1}, V) + S_t,     I_0 = last observed frame (VIL / 255)
 
@@ -65,15 +67,14 @@ class PhysicsDecoder(nn.Module):
         mid, low = max(hidden_dim // 2, 1), max(hidden_dim // 4, 1)
         self.output_frames = output_frames
         self.use_physics = use_physics
-        self.up1 = conv_bn_relu(hidden_dim, mid)
-        self.up2 = conv_bn_relu(mid, low)
+        self.refine = conv_bn_relu(hidden_dim, mid)  # at 1/4 resolution
+        self.up = conv_bn_relu(mid, low)  # at 1/2 resolution
         self.source = nn.Conv2d(low, output_frames, 3, padding=1)
         init_small(self.source)
-        self.velocity: nn.Sequential | None = None
+        self.velocity: nn.Conv2d | None = None
         if use_physics:
-            velocity_out = nn.Conv2d(mid, 2, 3, padding=1)
-            init_small(velocity_out)
-            self.velocity = nn.Sequential(conv_bn_relu(hidden_dim, mid), velocity_out)
+            self.velocity = nn.Conv2d(mid, 2, 3, padding=1)
+            init_small(self.velocity)
             #: log of the velocity scale (domain units per frame per unit of head output).
             self.log_speed = nn.Parameter(torch.tensor(-4.0))
             #: growth/decay rate per lead.
@@ -81,13 +82,13 @@ class PhysicsDecoder(nn.Module):
 
     def forward(self, features: Tensor, last: Tensor) -> DecoderOutput:
         h, w = last.shape[-2:]
-        x = F.interpolate(features, scale_factor=2, mode="bilinear", align_corners=False)
-        x = self.up1(x)
-        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
-        sources = self.source(self.up2(x))  # (B, T_out, H, W)
+        refined = self.refine(features)
+        x = F.interpolate(refined, scale_factor=2, mode="bilinear", align_corners=False)
+        sources = self.source(self.up(x))  # (B, T_out, H/2, W/2)
+        sources = F.interpolate(sources, size=(h, w), mode="bilinear", align_corners=False)
         if self.velocity is None:
             return DecoderOutput(last + sources, None)
-        head = self.velocity(features)  # (B, 2, h/4, w/4)
+        head = self.velocity(refined)  # (B, 2, h/4, w/4)
         velocity_domain = F.interpolate(head, size=(h, w), mode="bilinear", align_corners=False)
         velocity_domain = velocity_domain * torch.exp(self.log_speed)
         # grid_sample coordinates span 2 over the domain; a backward step samples at p - V.

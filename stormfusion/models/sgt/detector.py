@@ -73,7 +73,9 @@ class StormCellDetector(nn.Module):
         index = torch.arange(h * w, device=vil.device, dtype=torch.float64).reshape(h, w)
         score = torch.round(vil).double() * (h * w) + index
         s = self.min_separation
-        window_max = F.max_pool2d(score[:, None], 2 * s + 1, stride=1, padding=s)[:, 0]
+        # the window maximum is separable: rows, then columns
+        window_max = F.max_pool2d(score[:, None], (2 * s + 1, 1), stride=1, padding=(s, 0))
+        window_max = F.max_pool2d(window_max, (1, 2 * s + 1), stride=1, padding=(0, s))[:, 0]
         peaks = (score >= window_max) & (vil >= self.threshold)
         masked = torch.where(peaks, score, torch.full_like(score, -torch.inf)).reshape(b, -1)
         k = min(self.max_cells, h * w)

@@ -12,14 +12,15 @@ class ModalityEncoder(nn.Sequential):
     """ResNet-style encoder of one modality, T_in frames as channels.
 
     (B, T_in, H, W) -> (B, channels, H/4, W/4): a stride-2 3x3 stem to ``channels // 2``,
-    a basic block, a stride-2 basic block to ``channels`` and a last basic block.
+    a stride-2 basic block to ``channels`` and a basic block at 1/4 resolution. The blocks
+    sit at 1/4 resolution, not 1/2, to keep the four encoders cheap at 384 x 384 (the IR and
+    lightning inputs are upsampled from 192 and 48 pixels anyway).
     """
 
     def __init__(self, input_frames: int, channels: int) -> None:
         half = max(channels // 2, 1)
         super().__init__(
             conv_bn_relu(input_frames, half, stride=2),
-            ResidualBlock(half, half),
             ResidualBlock(half, channels, stride=2),
             ResidualBlock(channels, channels),
         )

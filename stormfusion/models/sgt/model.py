@@ -234,6 +234,14 @@ class StormGraphTransformer(ForecastModel):
         are still detected, with no edges.
         """
         self.check_inputs(inputs, mask)
+        was_training = self.training
+        self.eval()  # batch norm must not update its running statistics here
+        try:
+            return self._explain(inputs, mask)
+        finally:
+            self.train(was_training)
+
+    def _explain(self, inputs: dict[str, Tensor], mask: Tensor) -> list[dict[str, Tensor]]:
         vil_last = last_vil(inputs)
         if self.graph is not None:
             grid = self.encoder([inputs[m] for m in self.modalities], self.modality_mask(mask))
