@@ -37,7 +37,7 @@ def test_study_dry_run_lists_every_job_of_the_study(tmp_path: Path) -> None:
     trained = {name for name, spec in runs.items() if get_model_class(spec["model"]).trainable}
     work = _study_work(tmp_path)
 
-    out = snakemake(work, "--dry-run", "--cores", "8").stdout
+    out = snakemake(work, "--dry-run", "--printshellcmds", "--cores", "8").stdout
 
     counts = planned_jobs(out)
     assert counts == {
@@ -56,18 +56,15 @@ def test_study_dry_run_lists_every_job_of_the_study(tmp_path: Path) -> None:
     assert planned_runs(out, "train_model") == trained
     assert planned_runs(out, "predict_model") == set(runs)
     assert planned_runs(out, "score_model") == set(runs)
-
-
-def test_study_commands_follow_the_config(tmp_path: Path) -> None:
-    work = _study_work(tmp_path)
-    out = snakemake(work, "--dry-run", "--printshellcmds", "--cores", "8").stdout
     # the seed preset: 541 storm events of 2019H2 from the bucket, 80/20 random split, 12 -> 6
     assert "stormfusion download --bucket sevir --region us-east-1" in out
+    assert "--concurrency 8" in out
     assert "--max-events 541" in out
     assert "--start 2019-07-01 --end 2020-01-01" in out
     assert "--strategy random" in out and "--val-fraction 0.2" in out
     assert "--input-frames 12 --output-frames 6" in out
     assert "--split val" in out
+    assert "--zarr-dir data/interim/zarr" in out and "--out-dir results/models/sgt " in out
     # learned models train on a GPU, baselines forecast without one
     assert "gpu=1" in out
 
@@ -97,15 +94,25 @@ def test_protocol_overlay_merges_over_the_study_config(tmp_path: Path) -> None:
 
 
 def test_demo_dry_run_uses_the_synthetic_twin(tmp_path: Path) -> None:
-    work = tmp_path / "work"
-    write_config(work, demo_config())
-    out = snakemake(work, "--dry-run", "--printshellcmds", "--cores", "2").stdout
+    """As `make demo` runs it: config.yaml overlaid with config/demo.yaml, local profile."""
+    work = _study_work(tmp_path)
+    out = snakemake(
+        work,
+        "--profile", str(REPO / "profiles" / "local"),
+        "--configfile", str(REPO / "config" / "demo.yaml"),
+        "--dry-run",
+    ).stdout  # fmt: skip
     counts = planned_jobs(out)
     assert counts["synthesize_sevir"] == 1
     assert "download_sevir" not in counts and "download_catalog" not in counts
     assert counts["predict_model"] == counts["score_model"] == len(study_config()["models"])
     assert "stormfusion synthesize" in out
     assert "gpu=1" not in out  # the demo runs on CPU
+    assert planned_runs(out, "train_model") == {
+        run
+        for run, spec in demo_config()["models"].items()
+        if get_model_class(spec["model"]).trainable
+    }
 
 
 @pytest.mark.parametrize(
@@ -140,13 +147,6 @@ def test_schema_defaults_fill_a_minimal_config(tmp_path: Path) -> None:
     assert counts["convert_to_zarr"] == 4
     assert "train_model" not in counts  # persistence has no weights
     assert "--events 48 --random-events 8 --image-size 384" in out
-
-
-def test_local_profile_runs_a_dry_run(tmp_path: Path) -> None:
-    work = tmp_path / "work"
-    write_config(work, tiny_config())
-    out = snakemake(work, "--profile", str(REPO / "profiles" / "local"), "--dry-run").stdout
-    assert planned_jobs(out)["make_report"] == 1
 
 
 def test_slurm_profile_requests_gpus_and_containers() -> None:
