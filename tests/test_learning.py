@@ -1,0 +1,160 @@
+"""The learning check: every learned model, trained briefly on the synthetic twin with the
+real loader and trainer, beats persistence in CSI-M on the validation windows.
+
+CSI-M: the six VIL thresholds' CSI, counts pooled over all validation samples and leads
+(stormfusion.verification). The twin here is smaller than the demo's (32 x 32, 16 storm
+events) and the models are at their smallest useful size, so that the check fits the test
+suite's time; the demo runs the same check at 64 x 64 with the demo-size models.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from test_training_cli import build_twin_stores
+
+from stormfusion.cli import main
+from stormfusion.data.dataset import SevirWindowDataset
+from stormfusion.data.selection import SelectionOptions, run_selection
+from stormfusion.data.sevir import VIL_THRESHOLDS
+from stormfusion.data.synthetic import synthesize_archive
+from stormfusion.verification.contingency import count_batch
+from stormfusion.verification.scores import csi_m_pooled
+
+SIZE = 32
+SGT_ARGS = {
+    "hidden_dim": 16,
+    "encoder_channels": 8,
+    "gnn_layers": 1,
+    "transformer_layers": 1,
+    "heads": 2,
+    "patch_size": 2,
+    "knn": 4,
+    "max_cells": 8,
+    "min_separation": 4,
+    "splat_sigma": 0.05,
+}
+#: run -> (model, constructor arguments, epochs, learning rate)
+LEARNED = {
+    "unet2d": ("unet2d", {"widths": [16, 32, 64]}, 4, 2e-3),
+    # patch 2: with the default 4 x 4 patches a 32 x 32 grid leaves the ConvLSTM an 8 x 8
+    # state, too coarse for the twin's small cells; it then only learns to blur
+    # persistence (lower MSE, lower CSI). The demo (64 x 64) keeps patch 4 (a 16 x 16 state).
+    "convlstm": ("convlstm", {"hidden_channels": [16], "patch_size": 2}, 4, 2e-3),
+    "sgt": ("sgt", SGT_ARGS, 4, 2e-3),
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("learning")
+    synthesize_archive(root / "raw", n_storm=16, n_random=0, image_size=SIZE, year=2019, seed=1)
+    events = root / "index" / "events.csv"
+    run_selection(
+        root / "raw" / "CATALOG.csv",
+        SelectionOptions(),
+        events,
+        events.with_suffix(".json"),
+        data_root=root / "raw",
+    )
+    return {**build_twin_stores(root / "raw", events, root), "root": root}
+
+
+def csi_m(data: dict[str, Path], store: Path) -> float:
+    truth = SevirWindowDataset(data["zarr"], data["windows"], "val", modalities=(), image_size=SIZE)
+    target = torch.stack([truth[i]["target"] for i in range(len(truth))])
+    forecast = torch.from_numpy(xr.open_zarr(store, consolidated=False)["forecast"].values)
+    counts = count_batch(forecast, target, VIL_THRESHOLDS).sum(0).numpy()
+    return float(np.asarray(csi_m_pooled(counts)))
+
+
+def predict(
+    data: dict[str, Path], run: str, model: str, args: dict[str, object], checkpoint: Path | None
+) -> Path:
+    out = data["root"] / "forecasts" / f"{run}.zarr"
+    argv = [
+        "predict",
+        "--run",
+        run,
+        "--model",
+        model,
+        "--model-args",
+        json.dumps(args),
+        "--zarr-dir",
+        str(data["zarr"]),
+        "--windows",
+        str(data["windows"]),
+        "--events-meta",
+        str(data["meta"]),
+        "--split",
+        "val",
+        "--image-size",
+        str(SIZE),
+        "--batch-size",
+        "8",
+        "--workers",
+        "0",
+        "--out",
+        str(out),
+    ]
+    if checkpoint is not None:
+        argv += ["--checkpoint", str(checkpoint)]
+    assert main(argv) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def persistence_csi_m(data: dict[str, Path]) -> float:
+    return csi_m(data, predict(data, "persistence", "persistence", {}, None))
+
+
+@pytest.mark.parametrize("run", sorted(LEARNED))
+def test_learned_model_beats_persistence(
+    run: str, data: dict[str, Path], persistence_csi_m: float
+) -> None:
+    model, args, epochs, lr = LEARNED[run]
+    out = data["root"] / "models" / run
+    code = main(
+        [
+            "train",
+            "--model",
+            model,
+            "--model-args",
+            json.dumps(args),
+            "--zarr-dir",
+            str(data["zarr"]),
+            "--windows",
+            str(data["windows"]),
+            "--events-meta",
+            str(data["meta"]),
+            "--out-dir",
+            str(out),
+            "--epochs",
+            str(epochs),
+            "--batch-size",
+            "4",
+            "--lr",
+            str(lr),
+            "--weight-decay",
+            "1e-5",
+            "--grad-clip",
+            "1.0",
+            "--seed",
+            "0",
+            "--checkpoint-every-steps",
+            "0",
+            "--image-size",
+            str(SIZE),
+            "--num-workers",
+            "0",
+        ]
+    )
+    assert code == 0
+    score = csi_m(data, predict(data, run, model, args, out / "best.pt"))
+    assert 0.0 < persistence_csi_m < 1.0
+    assert score > persistence_csi_m, (run, score, persistence_csi_m)
