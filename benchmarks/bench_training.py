@@ -41,8 +41,8 @@ from stormfusion.training.distributed import DistContext
 from stormfusion.training.trainer import DataInfo, Trainer, TrainingConfig
 
 #: Demo-size arguments (CPU runs) per learned run; full size is the constructor default.
-DEMO_ARGS: dict[str, tuple[str, dict[str, Any]]] = {
-    "unet2d": ("unet2d", {"widths": [16, 32, 64]}),
+DEMO_ARGS: dict[str, tuple[str, dict[str, Any]]] = {  # as in config/demo.yaml
+    "unet2d": ("unet2d", {"widths": [16, 32, 64, 128]}),
     "convlstm": ("convlstm", {"hidden_channels": [32, 32]}),
     "sgt": (
         "sgt",
@@ -52,6 +52,11 @@ DEMO_ARGS: dict[str, tuple[str, dict[str, Any]]] = {
             "gnn_layers": 2,
             "transformer_layers": 2,
             "heads": 4,
+            "patch_size": 2,
+            "knn": 4,
+            "max_cells": 16,
+            "min_separation": 4,
+            "splat_sigma": 0.05,
         },
     ),
 }

@@ -328,8 +328,6 @@ class Trainer:
                 f"model {model_name!r} has nothing to train; forecast it with "
                 "'stormfusion predict' without --checkpoint"
             )
-        if self.device.type == "cpu":
-            torch.use_deterministic_algorithms(True, warn_only=True)
         if self.ctx.enabled and self.device.type == "cuda":
             # batch statistics over the global batch, as one process would compute them
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -519,10 +517,17 @@ class Trainer:
             self.train_sampler.steps_per_epoch,
             self.config.batch_size,
         )
+        deterministic = (
+            torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+        )
+        if self.device.type == "cpu":  # reproducible for a seed (restored afterwards)
+            torch.use_deterministic_algorithms(True, warn_only=True)
         try:
             for epoch in range(progress.epoch, self.config.epochs):
                 self._run_epoch(epoch, progress, writer)
         finally:
+            torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
             if writer is not None:
                 writer.close()
         self._write_best_and_metrics(progress)
