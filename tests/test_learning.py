@@ -26,6 +26,8 @@ from stormfusion.data.synthetic import synthesize_archive
 from stormfusion.verification.contingency import count_batch
 from stormfusion.verification.scores import csi_m_pooled
 
+pytestmark = pytest.mark.slow  # about a minute on 2 cores (three short trainings)
+
 SIZE = 32
 SGT_ARGS = {
     "hidden_dim": 16,
