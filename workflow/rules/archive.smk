@@ -21,7 +21,7 @@ rule convert_to_zarr:
         mem_mb=rule_resources("convert_to_zarr", "mem_mb", 4000),
         runtime=rule_resources("convert_to_zarr", "runtime", 60),
     params:
-        root=RAW,
+        root=raw_root,
         verify=config["convert"]["verify_events"],
     shell:
         "stormfusion convert --events {input.events} --data-root {params.root}"

@@ -83,6 +83,14 @@ def parent_of(name, kind="input", levels=1):
     return parent
 
 
+def raw_root(wildcards, input):
+    """A params function: the raw archive's folder, beside the twin's manifest; for S3 the
+    configured `paths.raw` (the download manifest is kept with the event index)."""
+    if config["source"] == "synthetic":
+        return os.path.dirname(input.raw)
+    return RAW
+
+
 def zarr_stores():
     return expand(f"{INTERIM}/zarr/{{modality}}.zarr", modality=MODALITIES)
 
