@@ -61,7 +61,7 @@ CANDIDATES = (
 def evict(paths: Iterable[Path]) -> None:
     """Drop the page-cache pages of these files (only ours: posix_fadvise DONTNEED)."""
     for path in paths:
-        for f in ([path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]):
+        for f in [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]:
             fd = os.open(f, os.O_RDONLY)
             try:
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
@@ -69,8 +69,9 @@ def evict(paths: Iterable[Path]) -> None:
                 os.close(fd)
 
 
-def best_of(fn: Callable[[], object], repeats: int, before: Callable[[], None] | None = None
-            ) -> float:
+def best_of(
+    fn: Callable[[], object], repeats: int, before: Callable[[], None] | None = None
+) -> float:
     """Fewest seconds of ``repeats`` calls (``before`` runs untimed before each).
 
     The minimum, not the mean: on a shared machine every disturbance only adds time.
@@ -85,8 +86,9 @@ def best_of(fn: Callable[[], object], repeats: int, before: Callable[[], None] |
     return min(times)
 
 
-def cpu_of(fn: Callable[[], object], repeats: int, before: Callable[[], None] | None = None
-           ) -> float:
+def cpu_of(
+    fn: Callable[[], object], repeats: int, before: Callable[[], None] | None = None
+) -> float:
     """Fewest CPU seconds of this process over ``repeats`` calls (all threads summed)."""
     times = []
     for _ in range(repeats):
@@ -102,10 +104,14 @@ def build_twin(workdir: Path, n_events: int) -> Path:
     root = workdir / "raw"
     events = workdir / "events.csv"
     if not events.exists():
-        synthesize_archive(root, n_storm=n_events, n_random=0, image_size=384, year=2019,
-                           seed=0)
-        run_selection(root / "CATALOG.csv", SelectionOptions(), events,
-                      workdir / "events.json", data_root=root)
+        synthesize_archive(root, n_storm=n_events, n_random=0, image_size=384, year=2019, seed=0)
+        run_selection(
+            root / "CATALOG.csv",
+            SelectionOptions(),
+            events,
+            workdir / "events.json",
+            data_root=root,
+        )
     return events
 
 
@@ -116,21 +122,21 @@ def du(path: Path) -> int:
 # ----------------------------------------------------------------------------- readers
 
 
-def h5_window(root: Path, modality: str, src: EventSource, start: int, stop: int
-              ) -> np.ndarray:
+def h5_window(root: Path, modality: str, src: EventSource, start: int, stop: int) -> np.ndarray:
     """A window straight from the HDF5 file: (T, n, n), as a loader without Zarr would."""
     path = raw_file(root, src.file)
     with h5py.File(path, "r") as f:
         if MODALITIES[modality].raster:
-            return np.ascontiguousarray(np.moveaxis(f[modality][src.index, :, :, start:stop],
-                                                    -1, 0))
+            return np.ascontiguousarray(
+                np.moveaxis(f[modality][src.index, :, :, start:stop], -1, 0)
+            )
         flashes = np.asarray(f[src.event_id][()], dtype=np.float64).reshape(-1, 5)
-    return np.ascontiguousarray(np.moveaxis(grid_lightning(flashes, src.size), -1, 0)
-                                [start:stop])
+    return np.ascontiguousarray(np.moveaxis(grid_lightning(flashes, src.size), -1, 0)[start:stop])
 
 
-def read_windows_h5(root: Path, sources: dict[str, list[EventSource]],
-                    windows: list[tuple[int, int, int]]) -> int:
+def read_windows_h5(
+    root: Path, sources: dict[str, list[EventSource]], windows: list[tuple[int, int, int]]
+) -> int:
     nbytes = 0
     for row, start, stop in windows:
         for m, srcs in sources.items():
@@ -138,8 +144,7 @@ def read_windows_h5(root: Path, sources: dict[str, list[EventSource]],
     return nbytes
 
 
-def read_windows_zarr(stores: dict[str, zarr.Array], windows: list[tuple[int, int, int]]
-                      ) -> int:
+def read_windows_zarr(stores: dict[str, zarr.Array], windows: list[tuple[int, int, int]]) -> int:
     """Windows through zarr-python's own indexing."""
     nbytes = 0
     for row, start, stop in windows:
@@ -148,8 +153,7 @@ def read_windows_zarr(stores: dict[str, zarr.Array], windows: list[tuple[int, in
     return nbytes
 
 
-def read_windows_chunks(stores: dict[str, zarr.Array], windows: list[tuple[int, int, int]]
-                        ) -> int:
+def read_windows_chunks(stores: dict[str, zarr.Array], windows: list[tuple[int, int, int]]) -> int:
     """Windows through the loader's direct chunk reader."""
     readers = [WindowReader(arr) for arr in stores.values()]
     nbytes = 0
@@ -164,8 +168,7 @@ def raw_h5_read(root: Path, modality: str, sources: list[EventSource]) -> int:
     nbytes = 0
     for src in sources:
         with h5py.File(raw_file(root, src.file), "r") as f:
-            data = (f[modality][src.index] if MODALITIES[modality].raster
-                    else f[src.event_id][()])
+            data = f[modality][src.index] if MODALITIES[modality].raster else f[src.event_id][()]
             nbytes += np.asarray(data).nbytes
     return nbytes
 
@@ -187,18 +190,29 @@ def layout_sweep(events: Path, root: Path, workdir: Path, repeats: int) -> pd.Da
     for layout in CANDIDATES:
         out = workdir / "sweep" / "vil.zarr"
         remove_path(out)
-        seconds = best_of(lambda layout=layout, out=out: convert_modality(
-            events, root, "vil", out, verify_events=0, workers=2, layout=layout), 1)
+        seconds = best_of(
+            lambda layout=layout, out=out: convert_modality(
+                events, root, "vil", out, verify_events=0, workers=2, layout=layout
+            ),
+            1,
+        )
         arr = zarr.open_array(out / "vil", mode="r")
-        row = {"layout": layout.describe(), "stored_MB": du(out) / 1e6,
-               "ratio": raw_bytes / du(out), "convert_MB_s": raw_bytes / 1e6 / seconds}
+        row = {
+            "layout": layout.describe(),
+            "stored_MB": du(out) / 1e6,
+            "ratio": raw_bytes / du(out),
+            "convert_MB_s": raw_bytes / 1e6 / seconds,
+        }
         for preset in ("seed", "sevir"):
             wins = window_list(n, preset)
             for name, read in (("zarr", read_windows_zarr), ("chunks", read_windows_chunks)):
                 stores = {"vil": arr}
                 warm = best_of(lambda w=wins, r=read, s=stores: r(s, w), repeats)
-                cold = best_of(lambda w=wins, r=read, s=stores: r(s, w), repeats,
-                               before=lambda o=out: evict([o]))
+                cold = best_of(
+                    lambda w=wins, r=read, s=stores: r(s, w),
+                    repeats,
+                    before=lambda o=out: evict([o]),
+                )
                 row[f"{preset}_{name}_warm"] = len(wins) / warm
                 row[f"{preset}_{name}_cold"] = len(wins) / cold
         rows.append(row)
@@ -219,6 +233,7 @@ def conversion(events: Path, root: Path, workdir: Path, repeats: int) -> pd.Data
         out = workdir / "zarr" / f"{m}.zarr"
         nbytes = raw_h5_read(root, m, sources)
         for cache in ("warm", "cold"):
+
             def fresh(out: Path = out, files: list[Path] = files, cache: str = cache) -> None:
                 remove_path(out)
                 if cache == "cold":
@@ -229,17 +244,31 @@ def conversion(events: Path, root: Path, workdir: Path, repeats: int) -> pd.Data
                     evict(files)
 
             raw = best_of(lambda m=m, s=sources: raw_h5_read(root, m, s), repeats, read_only)
-            row: dict[str, object] = {"modality": m, "cache": cache, "MB": nbytes / 1e6,
-                                      "h5py_MB_s": nbytes / 1e6 / raw}
+            row: dict[str, object] = {
+                "modality": m,
+                "cache": cache,
+                "MB": nbytes / 1e6,
+                "h5py_MB_s": nbytes / 1e6 / raw,
+            }
             for workers in (1, 2):
-                conv = best_of(lambda m=m, out=out, w=workers: convert_modality(
-                    events, root, m, out, verify_events=0, workers=w), repeats, fresh)
+                conv = best_of(
+                    lambda m=m, out=out, w=workers: convert_modality(
+                        events, root, m, out, verify_events=0, workers=w
+                    ),
+                    repeats,
+                    fresh,
+                )
                 row[f"convert_{workers}w_MB_s"] = nbytes / 1e6 / conv
                 row[f"ratio_{workers}w"] = raw / conv
             if cache == "warm":
                 raw_cpu = cpu_of(lambda m=m, s=sources: raw_h5_read(root, m, s), repeats)
-                conv_cpu = cpu_of(lambda m=m, out=out: convert_modality(
-                    events, root, m, out, verify_events=0, workers=1), repeats, fresh)
+                conv_cpu = cpu_of(
+                    lambda m=m, out=out: convert_modality(
+                        events, root, m, out, verify_events=0, workers=1
+                    ),
+                    repeats,
+                    fresh,
+                )
                 row["ratio_cpu_1w"] = raw_cpu / conv_cpu
             rows.append(row)
     return pd.DataFrame(rows)
@@ -248,8 +277,9 @@ def conversion(events: Path, root: Path, workdir: Path, repeats: int) -> pd.Data
 def windows(events: Path, root: Path, workdir: Path, repeats: int) -> pd.DataFrame:
     index = read_event_index(events)
     sources = {m: event_sources(index, m) for m in STUDY_MODALITIES}
-    stores = {m: zarr.open_array(workdir / "zarr" / f"{m}.zarr" / m, mode="r")
-              for m in STUDY_MODALITIES}
+    stores = {
+        m: zarr.open_array(workdir / "zarr" / f"{m}.zarr" / m, mode="r") for m in STUDY_MODALITIES
+    }
     h5_files = sorted({raw_file(root, s.file) for srcs in sources.values() for s in srcs})
     rows = []
     for preset in ("seed", "sevir"):
@@ -257,21 +287,33 @@ def windows(events: Path, root: Path, workdir: Path, repeats: int) -> pd.DataFra
         for cache in ("warm", "cold"):
             before_h5 = (lambda: evict(h5_files)) if cache == "cold" else None
             before_zarr = (lambda: evict([workdir / "zarr"])) if cache == "cold" else None
-            t_h5 = best_of(lambda wins=wins: read_windows_h5(root, sources, wins), repeats,
-                           before_h5)
-            t_zarr = best_of(lambda wins=wins: read_windows_zarr(stores, wins), repeats,
-                             before_zarr)
-            t_chunks = best_of(lambda wins=wins: read_windows_chunks(stores, wins), repeats,
-                               before_zarr)
-            cpu_h5 = cpu_of(lambda wins=wins: read_windows_h5(root, sources, wins), repeats,
-                            before_h5)
-            cpu_chunks = cpu_of(lambda wins=wins: read_windows_chunks(stores, wins), repeats,
-                                before_zarr)
-            rows.append({"windows": preset, "cache": cache, "h5py_win_s": len(wins) / t_h5,
-                         "zarr_indexing_win_s": len(wins) / t_zarr,
-                         "loader_reader_win_s": len(wins) / t_chunks,
-                         "ratio_indexing": t_h5 / t_zarr, "ratio_reader": t_h5 / t_chunks,
-                         "ratio_reader_cpu": cpu_h5 / cpu_chunks})
+            t_h5 = best_of(
+                lambda wins=wins: read_windows_h5(root, sources, wins), repeats, before_h5
+            )
+            t_zarr = best_of(
+                lambda wins=wins: read_windows_zarr(stores, wins), repeats, before_zarr
+            )
+            t_chunks = best_of(
+                lambda wins=wins: read_windows_chunks(stores, wins), repeats, before_zarr
+            )
+            cpu_h5 = cpu_of(
+                lambda wins=wins: read_windows_h5(root, sources, wins), repeats, before_h5
+            )
+            cpu_chunks = cpu_of(
+                lambda wins=wins: read_windows_chunks(stores, wins), repeats, before_zarr
+            )
+            rows.append(
+                {
+                    "windows": preset,
+                    "cache": cache,
+                    "h5py_win_s": len(wins) / t_h5,
+                    "zarr_indexing_win_s": len(wins) / t_zarr,
+                    "loader_reader_win_s": len(wins) / t_chunks,
+                    "ratio_indexing": t_h5 / t_zarr,
+                    "ratio_reader": t_h5 / t_chunks,
+                    "ratio_reader_cpu": cpu_h5 / cpu_chunks,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -287,8 +329,7 @@ def loader(events: Path, workdir: Path, repeats: int) -> pd.DataFrame:
     for workers in (0, 2):
         dl = DataLoader(ds, batch_size=4, num_workers=workers, shuffle=True)
         seconds = best_of(lambda dl=dl: sum(1 for _ in dl), repeats)
-        rows.append({"num_workers": workers, "windows": len(ds),
-                     "windows_s": len(ds) / seconds})
+        rows.append({"num_workers": workers, "windows": len(ds), "windows_s": len(ds) / seconds})
     torch.set_num_threads(threads)
     return pd.DataFrame(rows)
 
@@ -298,8 +339,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=10, help="storm events to synthesize")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--sections", nargs="+",
-                        default=["layouts", "conversion", "windows", "loader"])
+    parser.add_argument(
+        "--sections", nargs="+", default=["layouts", "conversion", "windows", "loader"]
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_archive_"))

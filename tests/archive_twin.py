@@ -87,15 +87,17 @@ def make_twin(
     rows = []
     for i, event_id in enumerate(ids):
         row: dict[str, object] = {
-            "id": event_id, "time_utc": times[i], "event_type": "Hail",
-            "episode_id": 100 + i, "event_id": int(event_id[1:]), "kind": "storm",
+            "id": event_id,
+            "time_utc": times[i],
+            "event_type": "Hail",
+            "episode_id": 100 + i,
+            "event_id": int(event_id[1:]),
+            "kind": "storm",
         }
         for m, rel in RASTER_FILES.items():
-            row.update({f"{m}_file": rel, f"{m}_index": order.index(i),
-                        f"{m}_size": sizes[m]})
+            row.update({f"{m}_file": rel, f"{m}_index": order.index(i), f"{m}_size": sizes[m]})
         has = event_id not in without_lght
-        row.update({"lght_file": LGHT_FILE if has else "", "lght_index": -1,
-                    "lght_size": g})
+        row.update({"lght_file": LGHT_FILE if has else "", "lght_index": -1, "lght_size": g})
         rows.append(row)
     events_csv = root / "events.csv"
     pd.DataFrame(rows).to_csv(events_csv, index=False)

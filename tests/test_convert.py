@@ -34,9 +34,24 @@ MODALITIES = ("vil", "ir069", "ir107", "lght")
 
 
 def _convert_cli(events: Path, root: Path, modality: str, out: Path, *extra: str) -> int:
-    return main(["convert", "--events", str(events), "--data-root", str(root),
-                 "--modality", modality, "--out", str(out), "--verify-events", "2",
-                 "--workers", "2", *extra])
+    return main(
+        [
+            "convert",
+            "--events",
+            str(events),
+            "--data-root",
+            str(root),
+            "--modality",
+            modality,
+            "--out",
+            str(out),
+            "--verify-events",
+            "2",
+            "--workers",
+            "2",
+            *extra,
+        ]
+    )
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -44,8 +59,9 @@ def _leftovers(folder: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def twin_stores(event_index: Path, synthetic_archive: Path,
-                tmp_path_factory: pytest.TempPathFactory) -> Path:
+def twin_stores(
+    event_index: Path, synthetic_archive: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """All four modalities of the session twin, converted through the CLI."""
     out = tmp_path_factory.mktemp("twin_zarr")
     for m in MODALITIES:
@@ -108,36 +124,59 @@ def test_twin_store_attributes(twin_stores: Path) -> None:
 def _write_lightning_twin(root: Path, flashes: np.ndarray, size: int = 4) -> Path:
     """One event (S1) with the given flashes, grid ``size``; returns events.csv."""
     write_lightning_file(root / "data" / LGHT_FILE, {"S1": flashes})
-    write_raster_file(root / "data" / RASTER_FILES["vil"], "vil", ["S1"],
-                      np.zeros((1, 8 * size // 8 * 8, 8 * size // 8 * 8, 49), np.uint8))
-    pd.DataFrame([{"id": "S1", "time_utc": "2019-07-01 12:00", "vil_file": RASTER_FILES["vil"],
-                   "vil_index": 0, "vil_size": 8 * size // 8 * 8, "lght_file": LGHT_FILE,
-                   "lght_index": -1, "lght_size": size}]).to_csv(root / "events.csv",
-                                                                  index=False)
+    write_raster_file(
+        root / "data" / RASTER_FILES["vil"],
+        "vil",
+        ["S1"],
+        np.zeros((1, 8 * size // 8 * 8, 8 * size // 8 * 8, 49), np.uint8),
+    )
+    pd.DataFrame(
+        [
+            {
+                "id": "S1",
+                "time_utc": "2019-07-01 12:00",
+                "vil_file": RASTER_FILES["vil"],
+                "vil_index": 0,
+                "vil_size": 8 * size // 8 * 8,
+                "lght_file": LGHT_FILE,
+                "lght_index": -1,
+                "lght_size": size,
+            }
+        ]
+    ).to_csv(root / "events.csv", index=False)
     (root / "events.json").write_text(json.dumps({"data_fingerprint": "fp"}))
     return root / "events.csv"
 
 
 def test_lightning_uses_sevir_binning(tmp_path: Path) -> None:
     # columns t (s), lat, lon, x, y; grid 4 x 4
-    flashes = np.array([
-        [-7500.0, 0, 0, 0.5, 0.5],   # before -120 min -> frame 0
-        [-7200.0, 0, 0, 1.2, 0.1],   # exactly -120 min -> frame 0
-        [0.0, 0, 0, 3.9, 2.0],       # t = 0 -> frame 24
-        [299.0, 0, 0, 3.0, 2.5],     # -> frame 24
-        [300.0, 0, 0, 3.0, 2.5],     # -> frame 25
-        [7200.0, 0, 0, 2.0, 3.0],    # +120 min -> frame 48
-        [9000.0, 0, 0, 2.0, 3.0],    # after +120 min -> frame 48
-        [0.0, 0, 0, 4.0, 1.0],       # x outside the grid -> dropped
-        [0.0, 0, 0, 1.0, -0.5],      # y outside the grid -> dropped
-    ])
+    flashes = np.array(
+        [
+            [-7500.0, 0, 0, 0.5, 0.5],  # before -120 min -> frame 0
+            [-7200.0, 0, 0, 1.2, 0.1],  # exactly -120 min -> frame 0
+            [0.0, 0, 0, 3.9, 2.0],  # t = 0 -> frame 24
+            [299.0, 0, 0, 3.0, 2.5],  # -> frame 24
+            [300.0, 0, 0, 3.0, 2.5],  # -> frame 25
+            [7200.0, 0, 0, 2.0, 3.0],  # +120 min -> frame 48
+            [9000.0, 0, 0, 2.0, 3.0],  # after +120 min -> frame 48
+            [0.0, 0, 0, 4.0, 1.0],  # x outside the grid -> dropped
+            [0.0, 0, 0, 1.0, -0.5],  # y outside the grid -> dropped
+        ]
+    )
     events = _write_lightning_twin(tmp_path, flashes)
     out = tmp_path / "lght.zarr"
     convert_modality(events, tmp_path, "lght", out)
     counts = np.asarray(zarr.open_array(out / "lght", mode="r")[0])
     expected = np.zeros((49, 4, 4), np.int32)
-    for frame, y, x in [(0, 0, 0), (0, 0, 1), (24, 2, 3), (24, 2, 3), (25, 2, 3),
-                        (48, 3, 2), (48, 3, 2)]:
+    for frame, y, x in [
+        (0, 0, 0),
+        (0, 0, 1),
+        (24, 2, 3),
+        (24, 2, 3),
+        (25, 2, 3),
+        (48, 3, 2),
+        (48, 3, 2),
+    ]:
         expected[frame, y, x] += 1
     np.testing.assert_array_equal(counts, expected)
 
@@ -228,8 +267,13 @@ def test_verification_detects_a_store_that_differs_from_the_source(tmp_path: Pat
 def test_sharded_layout_reads_back_the_same(tmp_path: Path) -> None:
     twin = make_twin(tmp_path, n_events=2, size=16)
     out = tmp_path / "ir107.zarr"
-    convert_modality(twin.events_csv, tmp_path, "ir107", out,
-                     layout=StoreLayout(time_chunk=13, compressor="blosc-lz4", shard=True))
+    convert_modality(
+        twin.events_csv,
+        tmp_path,
+        "ir107",
+        out,
+        layout=StoreLayout(time_chunk=13, compressor="blosc-lz4", shard=True),
+    )
     arr = zarr.open_array(out / "ir107", mode="r")
     np.testing.assert_array_equal(np.asarray(arr[:]), np.moveaxis(twin.rasters["ir107"], -1, 1))
 

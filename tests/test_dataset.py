@@ -70,8 +70,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Twin, Path, pd.Da
     root = tmp_path_factory.mktemp("loader_twin")
     twin = make_twin(root, n_events=4, size=32, without_lght=("S1002",), missing_vil=6)
     for m in STUDY_MODALITIES:
-        convert_modality(twin.events_csv, root, m, root / "zarr" / f"{m}.zarr",
-                         verify_events=0)
+        convert_modality(twin.events_csv, root, m, root / "zarr" / f"{m}.zarr", verify_events=0)
     return twin, root / "zarr", _windows(twin.events_csv)
 
 
@@ -95,10 +94,10 @@ def test_items_hold_the_source_windows(archive: tuple[Twin, Path, pd.DataFrame])
         assert (event, s) == (windows.event_id[i], windows.window_start[i])
         vil = _source(twin, "vil", event).astype(np.float32)
         vil[vil == 255] = 0.0  # missing VIL is read as 0
-        np.testing.assert_array_equal(item["inputs"]["vil"].numpy(), vil[s:s + 13])
-        np.testing.assert_array_equal(item["target"].numpy(), vil[s + 13:s + 25])
+        np.testing.assert_array_equal(item["inputs"]["vil"].numpy(), vil[s : s + 13])
+        np.testing.assert_array_equal(item["target"].numpy(), vil[s + 13 : s + 25])
         for m in ("ir069", "ir107"):  # 16 -> 32: bilinear
-            ir = torch.from_numpy(_source(twin, m, event)[s:s + 13].astype(np.float32))
+            ir = torch.from_numpy(_source(twin, m, event)[s : s + 13].astype(np.float32))
             ref = F.interpolate(ir[None], size=(32, 32), mode="bilinear", align_corners=False)
             torch.testing.assert_close(item["inputs"][m], ref[0])
         if event == "S1002":
@@ -106,7 +105,7 @@ def test_items_hold_the_source_windows(archive: tuple[Twin, Path, pd.DataFrame])
             assert not item["inputs"]["lght"].any()
         else:
             assert item["mask"].tolist() == [1.0, 1.0, 1.0, 1.0]
-            src = _source(twin, "lght", event)[s:s + 13].astype(np.float32)
+            src = _source(twin, "lght", event)[s : s + 13].astype(np.float32)
             got = item["inputs"]["lght"]
             assert got.shape == (13, 32, 32)
             np.testing.assert_allclose(got.sum((-2, -1)).numpy(), src.sum((-2, -1)), atol=1e-3)
@@ -124,11 +123,11 @@ def test_native_grids_normalisation_and_missing_vil(
     assert "missing VIL pixels" in log and "6 in all" in log  # S1000 has 6 missing pixels
     item = ds[0]
     event, s = item["event_id"], item["window_start"]
-    ir = _source(twin, "ir069", event)[s:s + 13].astype(np.float32)  # native 16: exact
+    ir = _source(twin, "ir069", event)[s : s + 13].astype(np.float32)  # native 16: exact
     torch.testing.assert_close(item["inputs"]["ir069"], normalize("ir069", torch.from_numpy(ir)))
     vil = _source(twin, "vil", event).astype(np.float32)
     vil[vil == 255] = 0.0
-    block = vil[s + 13:s + 25].reshape(12, 16, 2, 16, 2).mean(axis=(2, 4))  # 32 -> 16
+    block = vil[s + 13 : s + 25].reshape(12, 16, 2, 16, 2).mean(axis=(2, 4))  # 32 -> 16
     np.testing.assert_allclose(item["target"].numpy(), block, rtol=1e-6)
     assert item["target"].max() <= 254
 
@@ -151,8 +150,9 @@ def test_augmentation_is_the_same_for_every_modality_and_reproducible(
     _, zarr_dir, windows = archive
     x = torch.arange(2 * 3 * 3, dtype=torch.float32).reshape(2, 3, 3)
     for k in range(4):
-        torch.testing.assert_close(_dihedral(x, k, True),
-                                   torch.flip(torch.rot90(x, k, dims=(-2, -1)), dims=(-1,)))
+        torch.testing.assert_close(
+            _dihedral(x, k, True), torch.flip(torch.rot90(x, k, dims=(-2, -1)), dims=(-1,))
+        )
     plain = SevirWindowDataset(zarr_dir, windows, None, image_size=16)
     aug = SevirWindowDataset(zarr_dir, windows, None, image_size=16, augment=True, seed=3)
     seen = set()
@@ -169,8 +169,9 @@ def test_augmentation_is_the_same_for_every_modality_and_reproducible(
     assert draws == [aug.augmentation(i) for i in range(len(aug))]
     again.set_epoch(1)
     assert [again.augmentation(i) for i in range(len(again))] != draws
-    torch.testing.assert_close(again[0]["target"], _dihedral(plain[0]["target"],
-                                                             *again.augmentation(0)))
+    torch.testing.assert_close(
+        again[0]["target"], _dihedral(plain[0]["target"], *again.augmentation(0))
+    )
 
 
 def test_dataloader_workers_give_the_same_batches(
@@ -235,10 +236,15 @@ def test_bad_stores_and_windows_are_errors(
             SevirWindowDataset(folder, windows, None, modalities=("vil", "ir069"))
 
 
-@pytest.mark.parametrize("layout", [
-    StoreLayout(7, "zstd1"), StoreLayout(13, "blosc-lz4"), StoreLayout(5, "none"),
-    StoreLayout(7, "zstd1", shard=True),
-])
+@pytest.mark.parametrize(
+    "layout",
+    [
+        StoreLayout(7, "zstd1"),
+        StoreLayout(13, "blosc-lz4"),
+        StoreLayout(5, "none"),
+        StoreLayout(7, "zstd1", shard=True),
+    ],
+)
 def test_window_reader_matches_zarr_indexing(tmp_path: Path, layout: StoreLayout) -> None:
     twin = make_twin(tmp_path, n_events=2, size=16)  # S1000 has no flashes: no chunk files
     for m in ("vil", "lght"):
@@ -249,7 +255,8 @@ def test_window_reader_matches_zarr_indexing(tmp_path: Path, layout: StoreLayout
         assert reader.fast is not layout.shard  # sharded stores go through zarr
         for row in range(2):
             for start, stop in [(0, 49), (12, 30), (24, 49), (36, 37), (7, 7)]:
-                np.testing.assert_array_equal(reader.read(row, start, stop),
-                                              np.asarray(array[row, start:stop]))
+                np.testing.assert_array_equal(
+                    reader.read(row, start, stop), np.asarray(array[row, start:stop])
+                )
     with pytest.raises(IndexError):
         WindowReader(zarr.open_array(tmp_path / "vil.zarr" / "vil", mode="r")).read(0, 40, 50)
