@@ -77,7 +77,7 @@ def test_tiny_dag_end_to_end_in_containers(tmp_path: Path) -> None:
     for run in runs:
         score = json.loads((results / "scores" / f"{run}.json").read_text())
         _provenance_ok(score["provenance"]["scoring"], fingerprint, config_hash)
-        with xr.open_zarr(results / "forecasts" / f"{run}.zarr") as ds:
+        with xr.open_zarr(results / "forecasts" / f"{run}.zarr", consolidated=False) as ds:
             prov = ds.attrs["provenance"]
             prov = json.loads(prov) if isinstance(prov, str) else prov
             _provenance_ok(prov, fingerprint, config_hash)
