@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> None:
     import torch
 
     from stormfusion.data.dataset import SevirWindowDataset
+    from stormfusion.data.event_index import read_events_json
     from stormfusion.data.splits import read_windows
     from stormfusion.models import ForecastModel, get_model, get_model_class
     from stormfusion.provenance import provenance
@@ -47,7 +48,6 @@ def run(args: argparse.Namespace) -> None:
     )
     from stormfusion.training.inputs import (
         parse_model_args,
-        read_events_meta,
         window_frames,
         with_frames,
     )
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> None:
     model_args = with_frames(
         parse_model_args(args.model_args), window_frames(windows, args.windows), args.windows
     )
-    meta = read_events_meta(args.events_meta)
+    meta = read_events_json(args.events_meta)
     fingerprint = str(meta["data_fingerprint"])
     extra: dict[str, object] = {}
     model: ForecastModel

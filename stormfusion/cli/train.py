@@ -46,13 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from stormfusion.data.dataset import SevirWindowDataset
+    from stormfusion.data.event_index import read_events_json
     from stormfusion.data.splits import read_windows
     from stormfusion.models import get_model, get_model_class
     from stormfusion.training.distributed import init_distributed, shutdown_distributed
     from stormfusion.training.inputs import (
         catalog_hash,
         parse_model_args,
-        read_events_meta,
         split_events,
         window_frames,
         with_frames,
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> None:
         )
     windows = read_windows(args.windows)
     model_args = with_frames(model_args, window_frames(windows, args.windows), args.windows)
-    meta = read_events_meta(args.events_meta)
+    meta = read_events_json(args.events_meta)
     config = TrainingConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,

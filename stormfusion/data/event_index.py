@@ -123,13 +123,11 @@ def event_sources(
     return sources
 
 
-def read_event_meta(events_csv: str | os.PathLike[str]) -> dict[str, Any]:
-    """``events.json`` beside the index (same stem); must hold ``data_fingerprint``."""
-    meta_path = Path(events_csv).with_suffix(".json")
+def read_events_json(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """An ``events.json`` (the event index's metadata); must hold ``data_fingerprint``."""
+    meta_path = Path(path)
     if not meta_path.is_file():
-        raise StormFusionError(
-            f"{meta_path}: event index metadata not found beside {Path(events_csv).name}"
-        )
+        raise StormFusionError(f"{meta_path}: event index metadata not found")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -137,3 +135,8 @@ def read_event_meta(events_csv: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(meta, dict) or not meta.get("data_fingerprint"):
         raise StormFusionError(f"{meta_path}: no 'data_fingerprint' key")
     return meta
+
+
+def read_event_meta(events_csv: str | os.PathLike[str]) -> dict[str, Any]:
+    """``events.json`` beside the index ``events_csv`` (same stem)."""
+    return read_events_json(Path(events_csv).with_suffix(".json"))

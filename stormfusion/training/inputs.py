@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -58,20 +57,6 @@ def split_events(table: pd.DataFrame, splits: tuple[str, ...]) -> tuple[str, ...
     """Event ids of the given splits, in table order, each once."""
     rows = table[table["split"].isin(splits)]
     return tuple(dict.fromkeys(rows["event_id"].astype(str)))
-
-
-def read_events_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """``events.json`` beside the event index; must carry ``data_fingerprint``."""
-    path = Path(path)
-    if not path.is_file():
-        raise StormFusionError(f"event metadata {path} does not exist")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise StormFusionError(f"event metadata {path} is not valid JSON: {exc}") from None
-    if not isinstance(meta, dict) or not meta.get("data_fingerprint"):
-        raise StormFusionError(f"event metadata {path} has no 'data_fingerprint'")
-    return meta
 
 
 def catalog_hash(meta: dict[str, Any]) -> str:
