@@ -9,7 +9,7 @@ CORES ?= 2
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup demo test lint typecheck format benchmarks clean help
+.PHONY: setup demo test lint benchmarks clean help
 
 help:
 	@echo "make demo   - set up, then run the whole pipeline on the synthetic twin (config/demo.yaml)"
