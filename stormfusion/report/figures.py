@@ -175,13 +175,13 @@ def forecast_panel(
         (run, f[leads], [f"+{lead_times[j]} min" for j in leads]) for run, f in forecasts.items()
     ]
     # a regular grid: fixed margins are as good as a layout engine here, and much faster
-    width, height = 1.7 * cols + 1.4, 1.8 * len(rows) + 0.9
+    width, height = 1.7 * cols + 1.4, 1.8 * len(rows) + 1.1
     fig = Figure(figsize=(width, height))
     fig.subplots_adjust(
         left=0.5 / width,
         right=1.0 - 1.0 / width,
         bottom=0.4 / height,
-        top=1.0 - 0.55 / height,
+        top=1.0 - 0.75 / height,
         wspace=0.06,
         hspace=0.25,
     )
@@ -204,7 +204,7 @@ def forecast_panel(
     if image is not None:
         bar = fig.add_axes((1.0 - 0.85 / width, 0.25, 0.15 / width, 0.5))
         fig.colorbar(image, cax=bar, label="VIL (digital, 0..255)", extend="both")
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=9, y=1.0 - 0.15 / height, va="top")
     return save_figure(fig, out_dir, name, prov)
 
 
