@@ -111,6 +111,7 @@ def make_trainer(
     n_train: int = 24,
     ctx: DistContext | None = None,
     on_step: Any = None,
+    resume: str = "strict",
     **config: Any,
 ) -> Trainer:
     args = {"hidden": 8, "dropout": 0.0, **(model_args or {})}
@@ -127,6 +128,7 @@ def make_trainer(
         ctx=ctx,
         device=torch.device("cpu"),
         on_step=on_step,
+        resume=resume,
     )
 
 
@@ -274,6 +276,42 @@ def test_resuming_with_other_model_arguments_is_refused(tmp_path: Path) -> None:
         make_trainer(tmp_path, epochs=2, model_args={"hidden": 16}).fit()
     with pytest.raises(StormFusionError, match=r"other training settings \(lr: checkpoint 0.01"):
         make_trainer(tmp_path, epochs=2, lr=1e-3).fit()
+
+
+def test_auto_resume_retrains_afresh_when_the_settings_changed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # what Snakemake does after a run's args change: the same out_dir, other settings
+    make_trainer(tmp_path / "old", epochs=1).fit()
+    (tmp_path / "old").rename(tmp_path / "run")
+    fresh = make_trainer(tmp_path / "fresh", epochs=2, model_args={"hidden": 16})
+    fresh.fit()
+    with caplog.at_level("WARNING", logger="stormfusion.training.trainer"):
+        rerun = make_trainer(tmp_path / "run", epochs=2, model_args={"hidden": 16}, resume="auto")
+        rerun.fit()
+    assert "not resuming" in caplog.text and "hidden: checkpoint 8 vs requested 16" in caplog.text
+    saved = read_checkpoint(tmp_path / "run" / "latest.pt")
+    assert saved["model_args"]["hidden"] == 16 and saved["epoch"] == 2
+    for (name, wa), wb in zip(
+        fresh.model.state_dict().items(), rerun.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(wa, wb), name
+    assert len(read_metrics(tmp_path / "run" / "metrics.csv")) == 2
+
+
+def test_auto_resume_still_resumes_a_compatible_checkpoint(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    make_trainer(tmp_path, epochs=1).fit()
+    with caplog.at_level("INFO", logger="stormfusion.training.trainer"):
+        make_trainer(tmp_path, epochs=2, resume="auto").fit()
+    assert "resuming from" in caplog.text and "not resuming" not in caplog.text
+    assert read_checkpoint(tmp_path / "latest.pt")["epoch"] == 2
+
+
+def test_unknown_resume_mode_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StormFusionError, match="unknown resume mode 'maybe'; valid: strict"):
+        make_trainer(tmp_path, resume="maybe")
 
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(

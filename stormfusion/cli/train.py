@@ -20,6 +20,8 @@ HELP = "train a learned model (AdamW, resumable checkpoints, DDP under torchrun)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from stormfusion.training.trainer import RESUME_MODES
+
     parser.add_argument("--model", required=True, help="registry name (e.g. unet2d, sgt)")
     parser.add_argument("--model-args", default="{}", help="constructor arguments as JSON")
     parser.add_argument("--zarr-dir", required=True, type=Path, help="directory of <m>.zarr")
@@ -42,6 +44,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
     parser.add_argument("--max-steps-per-epoch", type=int, default=None)
     parser.add_argument("--no-augment", action="store_true", help="no training augmentation")
+    parser.add_argument(
+        "--resume",
+        choices=RESUME_MODES,
+        default="strict",
+        help="an existing latest.pt in --out-dir: 'strict' resumes from it and refuses one "
+        "of another model, other arguments, settings or data; 'auto' resumes from a "
+        "compatible one and otherwise trains afresh (what the pipeline uses, so that a "
+        "changed config retrains); 'never' always trains afresh (default: strict)",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -122,6 +133,7 @@ def run(args: argparse.Namespace) -> None:
             config=config,
             data=data,
             ctx=ctx,
+            resume=args.resume,
         ).fit()
     finally:
         shutdown_distributed(ctx)

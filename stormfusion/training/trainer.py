@@ -78,6 +78,8 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "samples_per_s",
 )
 LATEST = "latest.pt"
+#: What :class:`Trainer` does with an existing ``latest.pt`` (see its ``resume`` argument).
+RESUME_MODES = ("strict", "auto", "never")
 BEST = "best.pt"
 METRICS = "metrics.csv"
 
@@ -290,6 +292,13 @@ class Trainer:
         device: default CUDA when available, else the CPU.
         on_step: called with the global step after each optimiser step (and after the
             step's checkpoint, if any), on every rank.
+        resume: what to do with an existing ``latest.pt``: ``strict`` resumes from it and
+            refuses one written for another model, other arguments, other training settings
+            or other data (a clear error); ``auto`` resumes from a compatible one and
+            otherwise trains afresh with a warning saying why (the pipeline's mode: a job
+            that Snakemake reruns because its settings changed must not stall on the old
+            run's checkpoint, while an interrupted job resumes); ``never`` always trains
+            afresh.
     """
 
     def __init__(
@@ -306,7 +315,13 @@ class Trainer:
         ctx: DistContext | None = None,
         device: torch.device | None = None,
         on_step: Callable[[int], None] | None = None,
+        resume: str = "strict",
     ) -> None:
+        if resume not in RESUME_MODES:
+            raise StormFusionError(
+                f"unknown resume mode {resume!r}; valid: {', '.join(RESUME_MODES)}"
+            )
+        self.resume = resume
         self.model_name = model_name
         self.model_args = plain_args(model_args)
         self.train_set = train_set
@@ -458,13 +473,25 @@ class Trainer:
                 "use another --out-dir or delete it to start afresh"
             )
 
+    def _fresh(self) -> _Progress:
+        # a fresh run: the generators start from the seed (other dropout masks per rank)
+        seed_everything(self.config.seed + self.ctx.rank)
+        return _Progress()
+
     def _resume(self) -> _Progress:
         if not self.latest_path.is_file():
-            # a fresh run: the generators start from the seed (other dropout masks per rank)
-            seed_everything(self.config.seed + self.ctx.rank)
-            return _Progress()
+            return self._fresh()
+        if self.resume == "never":
+            logger.info("%s exists but --resume never: training afresh", self.latest_path)
+            return self._fresh()
         saved = read_checkpoint(self.latest_path)
-        self._check_resumable(saved)
+        try:
+            self._check_resumable(saved)
+        except StormFusionError as exc:
+            if self.resume == "strict":
+                raise
+            logger.warning("not resuming (%s): training afresh, it will be replaced", exc)
+            return self._fresh()
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])

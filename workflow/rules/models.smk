@@ -32,7 +32,7 @@ rule train_model:
     shell:
         "{params.launcher} train --model {params.model} --model-args {params.args}"
         " --zarr-dir {params.zarr} --windows {input.windows} --events-meta {input.meta}"
-        " --out-dir {params.out} {params.options} > {log} 2>&1"
+        " --out-dir {params.out} {params.options} --resume auto > {log} 2>&1"
 
 
 rule predict_model:
