@@ -309,6 +309,15 @@ def test_auto_resume_still_resumes_a_compatible_checkpoint(
     assert read_checkpoint(tmp_path / "latest.pt")["epoch"] == 2
 
 
+def test_a_checkpoint_past_the_asked_epochs_is_not_resumed(tmp_path: Path) -> None:
+    make_trainer(tmp_path, epochs=3).fit()
+    with pytest.raises(StormFusionError, match="3 epochs done, more than the 2 asked for"):
+        make_trainer(tmp_path, epochs=2).fit()
+    make_trainer(tmp_path, epochs=2, resume="auto").fit()
+    assert read_checkpoint(tmp_path / "latest.pt")["epoch"] == 2
+    assert len(read_metrics(tmp_path / "metrics.csv")) == 2
+
+
 def test_unknown_resume_mode_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StormFusionError, match="unknown resume mode 'maybe'; valid: strict"):
         make_trainer(tmp_path, resume="maybe")

@@ -466,6 +466,12 @@ class Trainer:
                 f"{path} was written with other training settings ({'; '.join(diff)}); "
                 "use another --out-dir or delete it to start afresh"
             )
+        if int(saved["epoch"]) > self.config.epochs:
+            raise StormFusionError(
+                f"{path} has {int(saved['epoch'])} epochs done, more than the "
+                f"{self.config.epochs} asked for; use another --out-dir or delete it to "
+                "start afresh"
+            )
         if saved["data"]["data_fingerprint"] != self.data.data_fingerprint:
             raise StormFusionError(
                 f"{path} was trained on other data (fingerprint "
