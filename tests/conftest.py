@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from training_support import build_twin_stores
 
 from stormfusion.data.selection import SelectionOptions, run_selection
 from stormfusion.data.synthetic import synthesize_archive
@@ -53,3 +54,11 @@ def event_index(synthetic_archive: Path, tmp_path_factory: pytest.TempPathFactor
         data_root=synthetic_archive,
     )
     return out / "events.csv"
+
+
+@pytest.fixture(scope="session")
+def twin(
+    synthetic_archive: Path, event_index: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """The twin converted to Zarr (every modality) plus its windows table, built once."""
+    return build_twin_stores(synthetic_archive, event_index, tmp_path_factory.mktemp("stores"))

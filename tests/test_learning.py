@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from test_training_cli import build_twin_stores
+from training_support import build_twin_stores
 
 from stormfusion.cli import main
 from stormfusion.data.dataset import SevirWindowDataset

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import xarray as xr
-from test_training_cli import UNET_ARGS, build_twin_stores, train_argv
+from test_training_cli import UNET_ARGS, train_argv
 from torch import Tensor
 
 from stormfusion.cli import main
@@ -21,13 +21,6 @@ from stormfusion.models import get_model
 from stormfusion.models.base import ForecastModel
 from stormfusion.training.checkpoint import load_model
 from stormfusion.training.predict import predict_to_zarr, to_uint8
-
-
-@pytest.fixture(scope="module")
-def twin(
-    synthetic_archive: Path, event_index: Path, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Path]:
-    return build_twin_stores(synthetic_archive, event_index, tmp_path_factory.mktemp("stores"))
 
 
 def predict_argv(

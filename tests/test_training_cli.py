@@ -19,67 +19,11 @@ import pytest
 import torch
 
 from stormfusion.cli import main
-from stormfusion.data.sevir import STUDY_MODALITIES
 from stormfusion.training.checkpoint import load_model, read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 #: A small UNet: 32 x 32 grid, two levels.
 UNET_ARGS = '{"widths": [8, 16]}'
-
-
-def build_twin_stores(archive: Path, event_index: Path, out: Path) -> dict[str, Path]:
-    """Zarr stores and windows (12 in, 6 out, stride 12; 1 of 4 events in val) of a twin."""
-    zarr_dir = out / "zarr"
-    for m in STUDY_MODALITIES:
-        code = main(
-            [
-                "convert",
-                "--events",
-                str(event_index),
-                "--data-root",
-                str(archive),
-                "--modality",
-                m,
-                "--out",
-                str(zarr_dir / f"{m}.zarr"),
-                "--verify-events",
-                "0",
-                "--workers",
-                "1",
-            ]
-        )
-        assert code == 0, m
-    windows = out / "windows.csv"
-    code = main(
-        [
-            "split",
-            "--events",
-            str(event_index),
-            "--out",
-            str(windows),
-            "--strategy",
-            "random",
-            "--seed",
-            "0",
-            "--val-fraction",
-            "0.25",
-            "--input-frames",
-            "12",
-            "--output-frames",
-            "6",
-            "--stride",
-            "12",
-        ]
-    )
-    assert code == 0
-    return {"zarr": zarr_dir, "windows": windows, "meta": event_index.with_suffix(".json")}
-
-
-@pytest.fixture(scope="module")
-def twin(
-    synthetic_archive: Path, event_index: Path, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Path]:
-    return build_twin_stores(synthetic_archive, event_index, tmp_path_factory.mktemp("stores"))
 
 
 def train_argv(
