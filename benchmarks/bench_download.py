@@ -17,11 +17,8 @@ to the bucket does: there the transfer manager's parallel connections should pay
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import shutil
-import socket
-import socketserver
 import subprocess
 import sys
 import tempfile
@@ -31,55 +28,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import boto3
-from boto3.s3.transfer import TransferConfig
 
 from stormfusion.data.download import S3Options, download_keys, event_keys
 from stormfusion.data.selection import SelectionOptions, run_selection
 from stormfusion.data.synthetic import synthesize_archive
+from stormfusion.testing import ThrottledRelay, free_port, upload_public
 
 MIB = 1 << 20
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class _Relay(socketserver.ThreadingTCPServer):
-    """A TCP relay to the S3 server limiting each connection's server-to-client rate."""
-
-    daemon_threads = True
-
-    def __init__(self, upstream: tuple[str, int], bytes_per_s: float) -> None:
-        self.upstream = upstream
-        self.bytes_per_s = bytes_per_s
-        super().__init__(("127.0.0.1", 0), _RelayHandler)
-
-
-class _RelayHandler(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        server: _Relay = self.server  # type: ignore[assignment]
-        up = socket.create_connection(server.upstream)
-
-        def pump(src: socket.socket, dst: socket.socket, rate: float | None) -> None:
-            try:
-                while chunk := src.recv(65536):
-                    dst.sendall(chunk)
-                    if rate:
-                        time.sleep(len(chunk) / rate)
-            except OSError:
-                pass
-            finally:
-                for sock in (src, dst):
-                    with contextlib.suppress(OSError):
-                        sock.shutdown(socket.SHUT_RDWR)
-
-        t = threading.Thread(target=pump, args=(self.request, up, None), daemon=True)
-        t.start()
-        pump(up, self.request, server.bytes_per_s)
-        t.join(timeout=5)
-        up.close()
 
 
 def _timed(endpoint: str, keys: Sequence[str], root: Path, repeats: int) -> dict[int, float]:
@@ -125,7 +80,7 @@ def main() -> None:
     parser.add_argument("--link-mbps", type=float, default=4.0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
@@ -153,11 +108,7 @@ def main() -> None:
                 aws_secret_access_key="x",
             )
             client.create_bucket(Bucket="sevir")
-            config = TransferConfig(multipart_threshold=8 * MIB, multipart_chunksize=8 * MIB)
-            for key in keys:
-                client.upload_file(
-                    str(src / key), "sevir", key, ExtraArgs={"ACL": "public-read"}, Config=config
-                )
+            upload_public(client, "sevir", {key: src / key for key in keys}, 8 * MIB)
             total = sum((src / k).stat().st_size for k in keys) / 1e6
 
             copy_s = float("inf")
@@ -171,7 +122,7 @@ def main() -> None:
                 shutil.rmtree(dst)
 
             best = _timed(endpoint, keys, root, args.repeats)
-            relay = _Relay(("127.0.0.1", port), args.link_mbps * 1e6)
+            relay = ThrottledRelay(("127.0.0.1", port), args.link_mbps * 1e6)
             threading.Thread(target=relay.serve_forever, daemon=True).start()
             try:
                 link_keys = [k for k in keys if "/vil/" in k or "/lght/" in k]

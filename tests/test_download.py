@@ -9,13 +9,10 @@ download midway.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import signal
-import socket
-import socketserver
 import subprocess
 import sys
 import threading
@@ -25,7 +22,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-from boto3.s3.transfer import TransferConfig
 from moto.server import ThreadedMotoServer
 
 from stormfusion.cli import main
@@ -42,73 +38,28 @@ from stormfusion.data.download import (
 from stormfusion.data.selection import SelectionOptions, run_selection
 from stormfusion.data.synthetic import synthesize_archive
 from stormfusion.errors import StormFusionError
+from stormfusion.testing import ThrottledRelay, free_port, upload_public
 
 REPO = Path(__file__).resolve().parents[1]
 PART = 5 * 1024 * 1024
 BIG_KEY = "data/vil/2018/SEVIR_VIL_STORMEVENTS_2018_0701_1231.h5"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _upload_tree(client: object, bucket: str, root: Path) -> dict[str, Path]:
     """Upload every file under ``root`` (except the manifest) as public-read objects."""
-    config = TransferConfig(multipart_threshold=PART, multipart_chunksize=PART)
-    keys: dict[str, Path] = {}
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.name != "synthetic_manifest.json":
-            key = path.relative_to(root).as_posix()
-            client.upload_file(  # type: ignore[attr-defined]
-                str(path), bucket, key, ExtraArgs={"ACL": "public-read"}, Config=config
-            )
-            keys[key] = path
+    keys = {
+        path.relative_to(root).as_posix(): path
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and path.name != "synthetic_manifest.json"
+    }
+    upload_public(client, bucket, keys, PART)
     return keys
-
-
-class _Relay(socketserver.ThreadingTCPServer):
-    """A TCP relay to the S3 server that throttles server-to-client bytes."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, upstream: tuple[str, int], bytes_per_s: float) -> None:
-        self.upstream = upstream
-        self.bytes_per_s = bytes_per_s
-        super().__init__(("127.0.0.1", 0), _RelayHandler)
-
-
-class _RelayHandler(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        server: _Relay = self.server  # type: ignore[assignment]
-        up = socket.create_connection(server.upstream)
-
-        def pump(src: socket.socket, dst: socket.socket, throttle: bool) -> None:
-            try:
-                while chunk := src.recv(16384):
-                    dst.sendall(chunk)
-                    if throttle:
-                        time.sleep(len(chunk) / server.bytes_per_s)
-            except OSError:
-                pass
-            finally:
-                for s in (src, dst):
-                    with contextlib.suppress(OSError):
-                        s.shutdown(socket.SHUT_RDWR)
-
-        t = threading.Thread(target=pump, args=(self.request, up, False), daemon=True)
-        t.start()
-        pump(up, self.request, True)
-        t.join(timeout=5)
-        up.close()
 
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory, synthetic_archive: Path) -> Iterator[dict]:
     """The loopback S3 server with buckets ``twin`` and ``big``."""
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
@@ -268,7 +219,7 @@ def test_multipart_object_verified(s3: dict, tmp_path: Path) -> None:
 
 
 def test_kill_midway_then_rerun_gives_identical_files(s3: dict, tmp_path: Path) -> None:
-    relay = _Relay(("127.0.0.1", s3["port"]), bytes_per_s=2e6)
+    relay = ThrottledRelay(("127.0.0.1", s3["port"]), bytes_per_s=2e6)
     thread = threading.Thread(target=relay.serve_forever, daemon=True)
     thread.start()
     out = tmp_path / "raw"
@@ -333,7 +284,7 @@ def test_kill_midway_then_rerun_gives_identical_files(s3: dict, tmp_path: Path) 
 
 
 def test_unreachable_endpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     out = tmp_path / "raw"
     assert (
         _cli(f"http://127.0.0.1:{port}", "--bucket", "twin", "--out", str(out), "--catalog-only")

@@ -1,0 +1,77 @@
+"""Helpers for testing and benchmarking against a loopback S3 endpoint.
+
+Used by the test suite and ``benchmarks/bench_download.py`` (the S3 server itself is moto,
+a development dependency). Everything here binds to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def upload_public(client: Any, bucket: str, files: Mapping[str, Path], part_size: int) -> None:
+    """Upload ``files`` (key -> local path) as ``public-read`` objects.
+
+    Objects larger than ``part_size`` go up in parts of that size (multipart ETags).
+    Anonymous (unsigned) HEAD requests are refused on objects that are not public-read.
+    """
+    from boto3.s3.transfer import TransferConfig
+
+    config = TransferConfig(multipart_threshold=part_size, multipart_chunksize=part_size)
+    for key, path in files.items():
+        client.upload_file(str(path), bucket, key, ExtraArgs={"ACL": "public-read"}, Config=config)
+
+
+class ThrottledRelay(socketserver.ThreadingTCPServer):
+    """A TCP relay on 127.0.0.1 to ``upstream`` that limits each connection's
+    server-to-client rate to ``bytes_per_s`` (a slow link, or a download to kill midway).
+
+    ``server_address[1]`` is the relay's port; run it with ``serve_forever`` in a thread.
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, upstream: tuple[str, int], bytes_per_s: float) -> None:
+        self.upstream = upstream
+        self.bytes_per_s = bytes_per_s
+        super().__init__(("127.0.0.1", 0), _RelayHandler)
+
+
+class _RelayHandler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        server: ThrottledRelay = self.server  # type: ignore[assignment]
+        up = socket.create_connection(server.upstream)
+
+        def pump(src: socket.socket, dst: socket.socket, rate: float | None) -> None:
+            try:
+                while chunk := src.recv(16384):
+                    dst.sendall(chunk)
+                    if rate:
+                        time.sleep(len(chunk) / rate)
+            except OSError:
+                pass
+            finally:
+                for sock in (src, dst):
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+
+        upstream = threading.Thread(target=pump, args=(self.request, up, None), daemon=True)
+        upstream.start()
+        pump(up, self.request, server.bytes_per_s)
+        upstream.join(timeout=5)
+        up.close()
