@@ -72,14 +72,19 @@ class WindowReader:
         chunks = tuple(int(n) for n in array.chunks)
         if chunks[0] != 1 or chunks[2:] != self.shape[2:]:
             return f"chunks {chunks} do not hold whole frames of one event"
-        if getattr(meta.chunk_key_encoding, "separator", None) != "/" or \
-                meta.encode_chunk_key((0, 1, 0, 0)) != "c/0/1/0/0":
+        if (
+            getattr(meta.chunk_key_encoding, "separator", None) != "/"
+            or meta.encode_chunk_key((0, 1, 0, 0)) != "c/0/1/0/0"
+        ):
             return "chunk keys are not zarr v3's default"
         codecs = list(meta.codecs)
         if not codecs or not isinstance(codecs[0], BytesCodec):
             return "first codec is not 'bytes'"
-        if self.dtype.itemsize > 1 and codecs[0].endian is not None and \
-                codecs[0].endian.value != "little":
+        if (
+            self.dtype.itemsize > 1
+            and codecs[0].endian is not None
+            and codecs[0].endian.value != "little"
+        ):
             return "big-endian bytes"
         rest = codecs[1:]
         if len(rest) > 1:
@@ -119,14 +124,14 @@ class WindowReader:
             try:
                 raw = (prefix / str(c) / "0" / "0").read_bytes()
             except FileNotFoundError:  # never written: all fill value
-                out[lo - start:hi - start] = self._fill
+                out[lo - start : hi - start] = self._fill
                 continue
             if hi - lo == ct:  # the whole chunk is wanted: decode in place
-                self._decode(raw, out[lo - start:hi - start])
+                self._decode(raw, out[lo - start : hi - start])
                 continue
             # zarr writes edge chunks whole: (ct, h, w) even past the last frame
             if scratch is None:
                 scratch = np.empty((ct, h, w), dtype=self.dtype)
             self._decode(raw, scratch)
-            out[lo - start:hi - start] = scratch[lo - c0:hi - c0]
+            out[lo - start : hi - start] = scratch[lo - c0 : hi - c0]
         return out

@@ -162,7 +162,6 @@ def time_first(frames: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(frames, -1, 0))
 
 
-
 def read_event_frames(data_root: Path, modality: str, source: EventSource) -> np.ndarray:
     """One event's 49 frames from the raw archive, as the store holds them.
 
@@ -297,33 +296,36 @@ def build_dataset(
     spec = MODALITIES[modality]
     size = sources[0].size
     shape = (1, N_FRAMES, size, size)
-    reads = [
-        dask.delayed(_read_block, pure=True)(data_root, modality, s) for s in sources
-    ]
+    reads = [dask.delayed(_read_block, pure=True)(data_root, modality, s) for s in sources]
     data = da.concatenate(
         [da.from_delayed(r, shape=shape, dtype=spec.dtype) for r in reads], axis=0
     )
     coords: dict[str, Any] = {
         "event": xr.Variable(
-            "event", np.array([s.event_id for s in sources], dtype=object),
+            "event",
+            np.array([s.event_id for s in sources], dtype=object),
             {"long_name": "SEVIR event id (catalog column id)"},
         ),
         "time": xr.Variable(
-            "time", np.array(NOMINAL_OFFSETS, dtype=np.int16),
+            "time",
+            np.array(NOMINAL_OFFSETS, dtype=np.int16),
             {"units": "minutes", "long_name": "nominal frame offset from time_utc"},
         ),
         "y": _axis(size, "y"),
         "x": _axis(size, "x"),
         "time_utc": xr.Variable(
-            "event", pd.to_datetime(pd.Series(list(time_utc))).to_numpy("datetime64[ns]"),
+            "event",
+            pd.to_datetime(pd.Series(list(time_utc))).to_numpy("datetime64[ns]"),
             {"long_name": "event reference time (about the middle frame), UTC"},
         ),
         "source_file": xr.Variable(
-            "event", np.array([s.file for s in sources], dtype=object),
+            "event",
+            np.array([s.file for s in sources], dtype=object),
             {"long_name": "HDF5 file (catalog file_name, relative to the archive's data/)"},
         ),
         "source_index": xr.Variable(
-            "event", np.array([s.index for s in sources], dtype=np.int64),
+            "event",
+            np.array([s.index for s in sources], dtype=np.int64),
             {"long_name": "position along axis 0 of source_file (-1: keyed by event id)"},
         ),
     }
@@ -331,19 +333,29 @@ def build_dataset(
         kind = "latitude" if col.endswith("lat") else "longitude"
         corner = "lower-left" if col.startswith("ll") else "upper-right"
         coords[col] = xr.Variable(
-            "event", bounds[col],
-            {"units": "degrees_north" if kind == "latitude" else "degrees_east",
-             "long_name": f"{kind} of the patch's {corner} corner"},
+            "event",
+            bounds[col],
+            {
+                "units": "degrees_north" if kind == "latitude" else "degrees_east",
+                "long_name": f"{kind} of the patch's {corner} corner",
+            },
         )
     if modality in MISSING_VALUES:
         counts = da.concatenate(
-            [da.from_delayed(dask.delayed(_missing_count, pure=True)(modality, r),
-                             shape=(1,), dtype=np.int64) for r in reads]
+            [
+                da.from_delayed(
+                    dask.delayed(_missing_count, pure=True)(modality, r), shape=(1,), dtype=np.int64
+                )
+                for r in reads
+            ]
         ).rechunk(-1)
         coords["missing_pixels"] = xr.Variable(
-            "event", counts,
-            {"long_name": f"pixels equal to the missing value {MISSING_VALUES[modality]} "
-                          "over the event's 49 frames"},
+            "event",
+            counts,
+            {
+                "long_name": f"pixels equal to the missing value {MISSING_VALUES[modality]} "
+                "over the event's 49 frames"
+            },
         )
     attrs = {
         "title": f"SEVIR {modality} frames for the StormFusion-SEVIR study",
@@ -395,8 +407,9 @@ def verify_store(
                 f"differs from {raw_file(data_root, source.file)}"
             )
     verified = tuple(sources[int(i)].event_id for i in picks)
-    logger.info("verified %d %s events against the source: %s", len(verified), modality,
-                ", ".join(verified))
+    logger.info(
+        "verified %d %s events against the source: %s", len(verified), modality, ", ".join(verified)
+    )
     return verified
 
 
@@ -446,14 +459,26 @@ def convert_modality(
     size = sizes[0]
     times = frame.set_index("id").loc[[s.event_id for s in sources], "time_utc"]
     ds = build_dataset(
-        root, modality, sources, list(times), _bounds(frame, sources, modality, root),
+        root,
+        modality,
+        sources,
+        list(times),
+        _bounds(frame, sources, modality, root),
         str(meta["data_fingerprint"]),
     )
     ds.attrs["chunking"] = layout.describe()
     encoding = {modality: layout.encoding(size)}
     start = time.perf_counter()
-    logger.info("converting %d %s events (%d x %d, %s) with %d worker(s) into %s",
-                len(sources), modality, size, size, layout.describe(), workers, final)
+    logger.info(
+        "converting %d %s events (%d x %d, %s) with %d worker(s) into %s",
+        len(sources),
+        modality,
+        size,
+        size,
+        layout.describe(),
+        workers,
+        final,
+    )
     with atomic_path(final) as tmp:
         write = ds.to_zarr(
             tmp, mode="w", zarr_format=3, consolidated=False, compute=False, encoding=encoding
@@ -462,8 +487,14 @@ def convert_modality(
         verified = verify_store(tmp, root, modality, sources, verify_events)
     seconds = time.perf_counter() - start
     nbytes = int(ds[modality].nbytes)
-    logger.info("wrote %s: %d events, %.1f MB in %.1f s (%.1f MB/s)", final, len(sources),
-                nbytes / 1e6, seconds, nbytes / 1e6 / max(seconds, 1e-9))
+    logger.info(
+        "wrote %s: %d events, %.1f MB in %.1f s (%.1f MB/s)",
+        final,
+        len(sources),
+        nbytes / 1e6,
+        seconds,
+        nbytes / 1e6 / max(seconds, 1e-9),
+    )
     return ConversionSummary(final, modality, len(sources), nbytes, seconds, verified)
 
 

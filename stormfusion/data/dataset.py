@@ -116,8 +116,7 @@ def inspect_store(zarr_dir: str | os.PathLike[str], modality: str) -> StoreInfo:
         )
     if np.dtype(arr.dtype) != np.dtype(spec.dtype):
         raise StormFusionError(
-            f"{path}: {modality!r} has dtype {np.dtype(arr.dtype)}, expected "
-            f"{np.dtype(spec.dtype)}"
+            f"{path}: {modality!r} has dtype {np.dtype(arr.dtype)}, expected {np.dtype(spec.dtype)}"
         )
     events = [str(e) for e in np.asarray(_array(group, "event", path)[:])]
     n, t, h, w = arr.shape
@@ -130,8 +129,12 @@ def inspect_store(zarr_dir: str | os.PathLike[str], modality: str) -> StoreInfo:
     if "missing_pixels" in group:
         missing = np.asarray(_array(group, "missing_pixels", path)[:], dtype=np.int64)
     return StoreInfo(
-        modality, path, {e: i for i, e in enumerate(events)}, int(h),
-        str(group.attrs.get("data_fingerprint", "")), missing,
+        modality,
+        path,
+        {e: i for i, e in enumerate(events)},
+        int(h),
+        str(group.attrs.get("data_fingerprint", "")),
+        missing,
     )
 
 
@@ -198,8 +201,10 @@ class SevirWindowDataset(Dataset[dict[str, Any]]):
         self.windows = table.reset_index(drop=True)
         self._input_frames = self._single(where, "input_frames")
         self._output_frames = self._single(where, "output_frames")
-        self.stores = {m: inspect_store(self.zarr_dir, m)
-                       for m in dict.fromkeys((TARGET_MODALITY, *self.modalities))}
+        self.stores = {
+            m: inspect_store(self.zarr_dir, m)
+            for m in dict.fromkeys((TARGET_MODALITY, *self.modalities))
+        }
         self._check_fingerprints()
         ids = self.windows["event_id"].tolist()
         self._rows = {
@@ -251,15 +256,25 @@ class SevirWindowDataset(Dataset[dict[str, Any]]):
         events = self.windows["event_id"].nunique()
         logger.info(
             "%s: %d windows of %d events in split %s, %d in / %d out frames, grid %d, "
-            "modalities %s", where, n, events, self.split, self._input_frames,
-            self._output_frames, self.image_size, ", ".join(self.modalities) or "(target only)",
+            "modalities %s",
+            where,
+            n,
+            events,
+            self.split,
+            self._input_frames,
+            self._output_frames,
+            self.image_size,
+            ", ".join(self.modalities) or "(target only)",
         )
         for m, count in self.missing_windows.items():
             if count:
                 lacking = self.windows["event_id"][self._rows[m] < 0].nunique()
                 logger.warning(
                     "modality %s missing for %d of %d windows (%d events): zeros, mask 0",
-                    m, count, n, lacking,
+                    m,
+                    count,
+                    n,
+                    lacking,
                 )
         counts = self.stores[TARGET_MODALITY].missing_pixels
         if counts is not None:
@@ -268,7 +283,10 @@ class SevirWindowDataset(Dataset[dict[str, Any]]):
             if hit.size:
                 logger.warning(
                     "%d of %d events have missing VIL pixels (value %d, %d in all): read as 0 "
-                    "in inputs and targets", hit.size, rows.size, VIL_MISSING,
+                    "in inputs and targets",
+                    hit.size,
+                    rows.size,
+                    VIL_MISSING,
                     int(counts[hit].sum()),
                 )
 
@@ -346,8 +364,11 @@ class SevirWindowDataset(Dataset[dict[str, Any]]):
                 x = torch.zeros(t_in, size, size, dtype=torch.float32)
             else:
                 # VIL inputs and target are disjoint slices of one read: in-place is safe
-                x = vil[:t_in] if m == TARGET_MODALITY else self._frames(m, row, start,
-                                                                         start + t_in)
+                x = (
+                    vil[:t_in]
+                    if m == TARGET_MODALITY
+                    else self._frames(m, row, start, start + t_in)
+                )
                 if self.normalize:
                     offset, scale = SEVIR_NORMALIZATION[m]
                     x.sub_(offset).div_(scale)

@@ -52,8 +52,11 @@ class WindowSpec:
 
     def starts(self, n_frames: int = N_FRAMES) -> list[int]:
         """Start frames of the windows of one event (inputs ``[s, s + input_frames)``)."""
-        for name, value in (("input_frames", self.input_frames),
-                            ("output_frames", self.output_frames), ("stride", self.stride)):
+        for name, value in (
+            ("input_frames", self.input_frames),
+            ("output_frames", self.output_frames),
+            ("stride", self.stride),
+        ):
             if value < 1:
                 raise StormFusionError(f"{name} must be >= 1, got {value}")
         length = self.input_frames + self.output_frames
@@ -103,7 +106,7 @@ def split_random(events: pd.DataFrame, opts: SplitOptions) -> pd.Series:
     order = ids[np.random.default_rng(opts.seed).permutation(n)]
     labels = np.array(["train"] * n, dtype=object)
     labels[:n_test] = "test"
-    labels[n_test:n_test + n_val] = "val"
+    labels[n_test : n_test + n_val] = "val"
     return pd.Series(labels, index=order, name="split")
 
 
@@ -198,13 +201,16 @@ def make_windows(
     starts = spec.starts(n_frames)
     ids = events["id"].astype(str).to_numpy()
     n = len(starts)
-    return pd.DataFrame({
-        "event_id": np.repeat(ids, n),
-        "window_start": np.tile(np.asarray(starts, dtype=np.int64), len(ids)),
-        "input_frames": spec.input_frames,
-        "output_frames": spec.output_frames,
-        "split": np.repeat(labels.reindex(ids).to_numpy(), n),
-    }, columns=list(WINDOW_COLUMNS))
+    return pd.DataFrame(
+        {
+            "event_id": np.repeat(ids, n),
+            "window_start": np.tile(np.asarray(starts, dtype=np.int64), len(ids)),
+            "input_frames": spec.input_frames,
+            "output_frames": spec.output_frames,
+            "split": np.repeat(labels.reindex(ids).to_numpy(), n),
+        },
+        columns=list(WINDOW_COLUMNS),
+    )
 
 
 def split_events(
@@ -223,9 +229,14 @@ def split_events(
     per_split = labels.value_counts()
     logger.info(
         "%s split of %d events: %s; %d windows per event (%d in, %d out, stride %d) -> %s",
-        strategy, len(events),
+        strategy,
+        len(events),
         ", ".join(f"{s} {int(per_split.get(s, 0))}" for s in SPLITS),
-        len(spec.starts()), spec.input_frames, spec.output_frames, spec.stride, Path(out),
+        len(spec.starts()),
+        spec.input_frames,
+        spec.output_frames,
+        spec.stride,
+        Path(out),
     )
     return windows
 
