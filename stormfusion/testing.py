@@ -40,16 +40,34 @@ class ThrottledRelay(socketserver.ThreadingTCPServer):
     """A TCP relay on 127.0.0.1 to ``upstream`` that limits each connection's
     server-to-client rate to ``bytes_per_s`` (a slow link, or a download to kill midway).
 
+    Faults: with ``cut_after`` set, a connection that has relayed that many bytes to the
+    client either goes silent while staying open (``stall=True``: a stalled server) or is
+    closed (a truncated transfer). Small answers (HEAD, errors) pass untouched.
+
     ``server_address[1]`` is the relay's port; run it with ``serve_forever`` in a thread.
     """
 
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, upstream: tuple[str, int], bytes_per_s: float) -> None:
+    def __init__(
+        self,
+        upstream: tuple[str, int],
+        bytes_per_s: float | None = None,
+        cut_after: int | None = None,
+        stall: bool = False,
+    ) -> None:
         self.upstream = upstream
         self.bytes_per_s = bytes_per_s
+        self.cut_after = cut_after
+        self.stall = stall
+        self.closing = threading.Event()
         super().__init__(("127.0.0.1", 0), _RelayHandler)
+
+    def shutdown(self) -> None:
+        """Stop serving and release stalled connections."""
+        self.closing.set()
+        super().shutdown()
 
 
 class _RelayHandler(socketserver.BaseRequestHandler):
@@ -57,10 +75,21 @@ class _RelayHandler(socketserver.BaseRequestHandler):
         server: ThrottledRelay = self.server  # type: ignore[assignment]
         up = socket.create_connection(server.upstream)
 
-        def pump(src: socket.socket, dst: socket.socket, rate: float | None) -> None:
+        def pump(src: socket.socket, dst: socket.socket, rate: float | None, cut: bool) -> None:
+            sent = 0
             try:
                 while chunk := src.recv(16384):
+                    if (
+                        cut
+                        and server.cut_after is not None
+                        and sent + len(chunk) > server.cut_after
+                    ):
+                        dst.sendall(chunk[: server.cut_after - sent])
+                        if server.stall:
+                            server.closing.wait()
+                        return
                     dst.sendall(chunk)
+                    sent += len(chunk)
                     if rate:
                         time.sleep(len(chunk) / rate)
             except OSError:
@@ -70,8 +99,8 @@ class _RelayHandler(socketserver.BaseRequestHandler):
                     with contextlib.suppress(OSError):
                         sock.shutdown(socket.SHUT_RDWR)
 
-        upstream = threading.Thread(target=pump, args=(self.request, up, None), daemon=True)
+        upstream = threading.Thread(target=pump, args=(self.request, up, None, False), daemon=True)
         upstream.start()
-        pump(up, self.request, server.bytes_per_s)
+        pump(up, self.request, server.bytes_per_s, True)
         upstream.join(timeout=5)
         up.close()

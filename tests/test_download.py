@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import random
+import re
 import signal
 import subprocess
 import sys
@@ -28,7 +31,9 @@ from stormfusion.cli import main
 from stormfusion.data.download import (
     RemoteObject,
     S3Options,
+    bucket_region,
     candidate_part_sizes,
+    download_catalog,
     download_events,
     download_keys,
     event_keys,
@@ -350,3 +355,148 @@ def test_event_index_path_escape_refused(s3: dict, tmp_path: Path) -> None:
     )
     with pytest.raises(StormFusionError, match="escapes the data root"):
         download_events(_opts(s3), events, tmp_path / "raw")
+
+
+# -- the bucket's region -----------------------------------------------------------------------
+
+
+def test_region_named_by_the_bucket_is_used(
+    s3: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    west = boto3.client(
+        "s3",
+        endpoint_url=s3["endpoint"],
+        region_name="us-west-2",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    west.create_bucket(
+        Bucket="west-twin", CreateBucketConfiguration={"LocationConstraint": "us-west-2"}
+    )
+    catalog = s3["twin"]["CATALOG.csv"]
+    upload_public(west, "west-twin", {"CATALOG.csv": catalog}, PART)
+    # the server answers an unsigned HEAD of the bucket with the region header
+    opts = _opts(s3, "west-twin", region="eu-central-1")
+    assert bucket_region(opts) == "us-west-2"
+    assert bucket_region(_opts(s3, "twin")) == "us-east-1"
+    assert bucket_region(_opts(s3, "no-such-bucket")) is None
+    assert S3Options().region == "us-west-2"  # the default is the registry's region
+    with caplog.at_level(logging.INFO, logger="stormfusion.data.download"):
+        entry = download_catalog(opts, tmp_path / "raw")
+    assert entry["status"] == "downloaded"
+    assert "names region us-west-2 (configured: eu-central-1)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="stormfusion.data.download"):
+        download_catalog(_opts(s3, "west-twin", region="us-west-2"), tmp_path / "raw2")
+    assert "names region" not in caplog.text  # no log when configured right
+
+
+# -- progress, stalls, truncation, links -------------------------------------------------------
+
+
+def _relay(s3: dict, **kw: object) -> ThrottledRelay:
+    relay = ThrottledRelay(("127.0.0.1", s3["port"]), **kw)  # type: ignore[arg-type]
+    threading.Thread(target=relay.serve_forever, daemon=True).start()
+    return relay
+
+
+def test_stalled_server_named_with_key_timeout_and_wait(s3: dict, tmp_path: Path) -> None:
+    relay = _relay(s3, cut_after=200_000, stall=True)
+    endpoint = f"http://127.0.0.1:{relay.server_address[1]}"
+    try:
+        opts = _opts(s3, "big", endpoint_url=endpoint, retries=0, read_timeout_s=0.5)
+        with pytest.raises(StormFusionError) as info:
+            download_keys(opts, [BIG_KEY], tmp_path / "raw")
+    finally:
+        relay.shutdown()
+        relay.server_close()
+    msg = str(info.value)
+    assert BIG_KEY in msg and "stalled" in msg and "read timeout of 0.5 s" in msg
+    assert re.search(r"after waiting \d+\.\d s", msg)
+    assert "Max Retries" not in msg
+    assert not (tmp_path / "raw" / BIG_KEY).exists()
+
+
+def test_truncated_transfer_named_as_such(s3: dict, tmp_path: Path) -> None:
+    relay = _relay(s3, cut_after=200_000, stall=False)
+    endpoint = f"http://127.0.0.1:{relay.server_address[1]}"
+    try:
+        with pytest.raises(StormFusionError, match="truncated transfer") as info:
+            download_keys(_opts(s3, "big", endpoint_url=endpoint, retries=0), [BIG_KEY], tmp_path)
+    finally:
+        relay.shutdown()
+        relay.server_close()
+    assert BIG_KEY in str(info.value)
+    assert not (tmp_path / BIG_KEY).exists()
+    assert not list((tmp_path / BIG_KEY).parent.glob(".*part-*"))
+
+
+def test_kill_at_random_keeps_every_finished_file(s3: dict, tmp_path: Path) -> None:
+    """Files are renamed as they complete: a kill loses only the file in flight."""
+    keys = sorted(k for k in s3["twin"] if k.startswith("data/"))
+    total = sum(s3["twin"][k].stat().st_size for k in keys)
+    rate = total / 6.0  # about 6 s for everything, one connection at a time
+    relay = _relay(s3, bytes_per_s=rate)
+    out = tmp_path / "raw"
+    events = tmp_path / "keys.txt"
+    events.write_text("\n".join(keys))
+    code = (
+        "from stormfusion.data.download import S3Options, download_keys;"
+        f"download_keys(S3Options(bucket='twin', region='us-east-1', "
+        f"endpoint_url='http://127.0.0.1:{relay.server_address[1]}', concurrency=1, retries=0),"
+        f" open({str(events)!r}).read().split(), {str(out)!r})"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env)
+        finished: list[str] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            finished = [k for k in keys if (out / k).is_file()]
+            if finished:
+                break
+            time.sleep(0.02)
+        time.sleep(random.uniform(0.0, 0.5))  # then kill at a random moment
+        assert proc.poll() is None, "the download finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        relay.shutdown()
+        relay.server_close()
+    kept = [k for k in keys if (out / k).is_file()]
+    assert finished and set(finished) <= set(kept) and len(kept) < len(keys)
+    for key in kept:  # every file under its final name is complete and right
+        assert (out / key).read_bytes() == s3["twin"][key].read_bytes()
+    entries = download_keys(_opts(s3), keys, out)
+    status = {e["key"]: e["status"] for e in entries}
+    assert all(status[k] == "skipped" for k in kept)  # progress kept: not fetched again
+    assert all(status[k] == "downloaded" for k in keys if k not in kept)
+    for key in keys:
+        assert (out / key).read_bytes() == s3["twin"][key].read_bytes()
+    assert not list(out.rglob(".*part-*"))
+
+
+def test_complete_temporary_is_promoted_not_deleted(s3: dict, tmp_path: Path) -> None:
+    key = "CATALOG.csv"
+    out = tmp_path / "raw"
+    out.mkdir()
+    left = out / f".{key}.part-0123abcd"  # complete: killed between last byte and rename
+    left.write_bytes(s3["twin"][key].read_bytes())
+    broken = out / f".{key}.part-89abcdef"  # incomplete
+    broken.write_bytes(s3["twin"][key].read_bytes()[:100])
+    [entry] = download_keys(_opts(s3), [key], out)
+    assert entry["status"] == "skipped"
+    assert (out / key).read_bytes() == s3["twin"][key].read_bytes()
+    assert not left.exists() and not broken.exists()
+
+
+def test_download_refuses_a_link_leaving_the_root(s3: dict, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    out = tmp_path / "raw"
+    out.mkdir()
+    (out / "data").symlink_to(outside, target_is_directory=True)
+    key = next(k for k in s3["twin"] if k.startswith("data/"))
+    with pytest.raises(StormFusionError, match="outside the output root"):
+        download_keys(_opts(s3), [key], out)
+    assert not any(outside.rglob("*"))

@@ -12,7 +12,11 @@ HELP = "download CATALOG.csv or the selected events' HDF5 files from S3 (verifie
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the step."""
     parser.add_argument("--bucket", default="sevir", help="S3 bucket (default sevir)")
-    parser.add_argument("--region", default="us-east-1", help="AWS region (default us-east-1)")
+    parser.add_argument(
+        "--region",
+        default="us-west-2",
+        help="AWS region (default us-west-2; the region the bucket names in a HEAD wins)",
+    )
     parser.add_argument("--endpoint-url", help="S3 endpoint (mirrors, tests); default AWS")
     parser.add_argument(
         "--retries", type=int, default=5, help="retries per file, with backoff (default 5)"

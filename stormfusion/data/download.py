@@ -3,10 +3,18 @@
 - Requests are anonymous (``botocore.UNSIGNED``) unless ``signed`` is asked for.
 - ``CATALOG.csv`` goes to ``<out>/CATALOG.csv``; data keys ``data/<file_name>`` go to
   ``<out>/data/<file_name>``, the same tree as the bucket.
+- The bucket names its own region: an unsigned ``HEAD`` of the bucket answers with the
+  header ``x-amz-bucket-region``, and that region is used (logged when it differs from the
+  configured one, default ``us-west-2``).
 - Files are fetched in parallel by boto3's transfer manager (``max_concurrency`` threads
   shared by all files, ranged GETs for large ones) into a temporary name in the target's
-  directory, verified, then renamed. A kill leaves only temporaries, which the next run
-  removes.
+  directory; each file is verified and renamed as soon as it completes, so a kill loses at
+  most the files in flight. The next run promotes a temporary that is complete and verifies
+  (a kill between the last byte and the rename) and removes the others.
+- A stalled connection fails naming the key, the read timeout and how long the file was
+  waited for; a connection closed before the last byte is named a truncated transfer.
+- Local paths are checked after resolving symbolic links: nothing is written through a link
+  that leads out of the output root.
 - Verification: the size must equal the object's ``ContentLength`` and the ETag must match:
   a single-part ETag is the MD5 of the bytes; a multipart ETag (``<hex>-N``) is the MD5 of
   the N part MD5s concatenated, so the part size is needed: it is taken from ``HEAD
@@ -28,8 +36,8 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +46,7 @@ import botocore.exceptions
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore import UNSIGNED
 from botocore.config import Config
+from s3transfer.exceptions import RetriesExceededError
 from s3transfer.futures import TransferFuture
 from s3transfer.subscribers import BaseSubscriber
 from tqdm import tqdm
@@ -53,6 +62,8 @@ STATE_NAME = ".download_state.json"
 MIB = 1 << 20
 _BLOCK = 4 * MIB
 _PART_MARK = ".part-"
+#: The response header in which S3 names a bucket's region.
+REGION_HEADER = "x-amz-bucket-region"
 
 
 class EndpointUnreachableError(StormFusionError):
@@ -64,7 +75,7 @@ class S3Options:
     """Where and how to fetch."""
 
     bucket: str = "sevir"
-    region: str = "us-east-1"
+    region: str = "us-west-2"
     endpoint_url: str | None = None
     retries: int = 5
     concurrency: int = 8
@@ -109,13 +120,81 @@ def make_client(opts: S3Options) -> Any:
     return boto3.session.Session().client("s3", endpoint_url=opts.endpoint_url, config=config)
 
 
+def bucket_region(opts: S3Options) -> str | None:
+    """The region the bucket names in an unsigned ``HEAD`` (header ``x-amz-bucket-region``).
+
+    S3 sends the header with success and with error answers (403, or 301/400 from a wrong
+    regional endpoint). None when there is no answer or no header (a missing bucket).
+    """
+    client = make_client(replace(opts, signed=False))
+    try:
+        response = client.head_bucket(Bucket=opts.bucket)
+        headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    except botocore.exceptions.ClientError as exc:
+        headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    except (botocore.exceptions.BotoCoreError, OSError) as exc:
+        logger.debug("HEAD of bucket %s not answered: %s", opts.bucket, exc)
+        return None
+    region = headers.get(REGION_HEADER)
+    return str(region) if region else None
+
+
+def resolve_region(opts: S3Options) -> S3Options:
+    """``opts`` with the region the bucket names (logged when it is not the configured one)."""
+    region = bucket_region(opts)
+    if region is None or region == opts.region:
+        return opts
+    logger.info(
+        "bucket %s names region %s (configured: %s); using %s",
+        opts.bucket,
+        region,
+        opts.region,
+        region,
+    )
+    return replace(opts, region=region)
+
+
 def _error_code(exc: botocore.exceptions.ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def _describe(exc: BaseException, opts: S3Options, key: str) -> StormFusionError:
+def _root_cause(exc: BaseException) -> BaseException:
+    """The error under s3transfer's "max retries exceeded" wrapper."""
+    while isinstance(exc, RetriesExceededError) and exc.last_exception is not None:
+        exc = exc.last_exception
+    return exc
+
+
+def _is_stall(exc: BaseException) -> bool:
+    return isinstance(exc, botocore.exceptions.ReadTimeoutError | TimeoutError)
+
+
+def _is_truncation(exc: BaseException) -> bool:
+    if isinstance(
+        exc, botocore.exceptions.IncompleteReadError | botocore.exceptions.ResponseStreamingError
+    ):
+        return True
+    text = f"{type(exc).__name__} {exc}"
+    return "IncompleteRead" in text or "Connection broken" in text
+
+
+def _describe(
+    exc: BaseException, opts: S3Options, key: str, waited_s: float | None = None
+) -> StormFusionError:
     """Turn a boto error about ``key`` into one clear message."""
     url = f"s3://{opts.bucket}/{key}"
+    exc = _root_cause(exc)
+    waited = f" after waiting {waited_s:.1f} s in all" if waited_s is not None else ""
+    if _is_stall(exc):
+        return StormFusionError(
+            f"{url}: the connection stalled: no data for the read timeout of "
+            f"{opts.read_timeout_s:g} s{waited} ({opts.where()})"
+        )
+    if _is_truncation(exc):
+        return StormFusionError(
+            f"{url}: truncated transfer: the connection closed before the last byte{waited} "
+            f"({type(exc).__name__}: {exc})"
+        )
     if isinstance(
         exc, botocore.exceptions.EndpointConnectionError | (botocore.exceptions.ConnectTimeoutError)
     ):
@@ -277,19 +356,57 @@ class _Progress(BaseSubscriber):
         self.bar.update(bytes_transferred)
 
 
-def _remove_stale_temporaries(paths: Iterable[Path]) -> None:
-    for directory in {p.parent for p in paths}:
+def _recover_temporaries(
+    remote: Sequence[RemoteObject], paths: dict[str, Path], state: _State, chunk_size: int
+) -> None:
+    """Promote complete, verified temporaries left by a killed run; remove the others."""
+    wanted = {paths[o.key]: o for o in remote}
+    for directory in {p.parent for p in paths.values()}:
         if not directory.is_dir():
             continue
-        for stale in directory.glob(f".*{_PART_MARK}*"):
+        for stale in sorted(directory.glob(f".*{_PART_MARK}*")):
+            final = stale.with_name(stale.name[1:].rpartition(_PART_MARK)[0])
+            obj = wanted.get(final)
+            tail = stale.name.rpartition(_PART_MARK)[2]
+            if (
+                obj is not None
+                and len(tail) == 8  # our own temporary, not s3transfer's partial one
+                and not final.exists()
+                and stale.is_file()
+                and stale.stat().st_size == obj.size
+                and verify_file(stale, obj, chunk_size) is None
+            ):
+                stale.replace(final)
+                state.mark(obj, final)
+                logger.info("%s: kept the complete, verified file a killed run left", final)
+                continue
             logger.info("removing %s left by an interrupted download", stale)
             remove_path(stale)
+    state.save()
 
 
 def key_path(out_root: Path, key: str) -> Path:
-    """Local path of a bucket key under the output root (the bucket's own tree)."""
+    """Local path of a bucket key under the output root (the bucket's own tree).
+
+    Raises:
+        StormFusionError: the key is absolute or has ``..``, or a symbolic link on the way
+            (a folder or the file itself) leads out of the output root.
+    """
     rel = check_file_name(key, where=f"S3 key {key!r}")
-    return out_root / rel
+    path = out_root / rel
+    return check_inside(out_root, path, what=f"S3 key {key!r}")
+
+
+def check_inside(root: Path, path: Path, what: str) -> Path:
+    """``path`` itself if, with every symbolic link resolved, it stays inside ``root``."""
+    base = root.resolve()
+    resolved = path.resolve()
+    if resolved != base and base not in resolved.parents:
+        raise StormFusionError(
+            f"{path} ({what}) resolves to {resolved}, outside the output root {base}: "
+            "a symbolic link leads out of it; refusing to write there"
+        )
+    return path
 
 
 def download_keys(
@@ -307,11 +424,12 @@ def download_keys(
         raise StormFusionError(f"--retries must be >= 0, got {opts.retries}")
     root = Path(out_root)
     root.mkdir(parents=True, exist_ok=True)
+    opts = resolve_region(opts)
     client = make_client(opts)
     remote = [_head_with_retries(client, opts, k) for k in keys]
     paths = {obj.key: key_path(root, obj.key) for obj in remote}
-    _remove_stale_temporaries(paths.values())
     state = _State(root)
+    _recover_temporaries(remote, paths, state, opts.chunk_size)
     entries: dict[str, dict[str, Any]] = {}
     todo: list[RemoteObject] = []
     for obj in remote:
@@ -398,41 +516,61 @@ def _transfer_round(
     bar: tqdm,
     state: _State,
 ) -> dict[str, str]:
-    """Download every object once; verify and rename; return failures by key."""
+    """Download every object once; verify and rename each as it completes (so a kill keeps
+    every finished file); return failures by key."""
     failures: dict[str, str] = {}
     temps: dict[str, Path] = {}
-    futures: dict[str, TransferFuture] = {}
+    pending: dict[str, TransferFuture] = {}
+    started = time.monotonic()
+    by_key = {o.key: o for o in objects}
     with create_transfer_manager(client, config) as manager:
         for obj in objects:
             final = paths[obj.key]
             final.parent.mkdir(parents=True, exist_ok=True)
+            check_inside(final.parent, final, what=f"S3 key {obj.key!r}")
             tmp = final.with_name(f".{final.name}{_PART_MARK}{uuid.uuid4().hex[:8]}")
             temps[obj.key] = tmp
-            futures[obj.key] = manager.download(
-                opts.bucket,
-                obj.key,
-                str(tmp),
-                subscribers=[_Progress(bar)],
+            pending[obj.key] = manager.download(
+                opts.bucket, obj.key, str(tmp), subscribers=[_Progress(bar)]
             )
-        for key, future in futures.items():
-            try:
-                future.result()
-            except Exception as exc:  # every failure is reported by name after retries
-                failures[key] = str(_describe(exc, opts, key))
-    for obj in objects:
-        tmp = temps[obj.key]
-        if obj.key in failures:
-            remove_path(tmp)
-            continue
-        problem = verify_file(tmp, obj, opts.chunk_size) if tmp.is_file() else "no file written"
-        if problem is not None:
-            remove_path(tmp)
-            failures[obj.key] = f"verification failed: {problem}"
-            logger.warning("%s: %s; deleted", obj.key, problem)
-            continue
-        tmp.replace(paths[obj.key])
-        state.mark(obj, paths[obj.key])
+        while pending:
+            done = [k for k, f in pending.items() if f.done()]
+            if not done:
+                time.sleep(0.05)
+                continue
+            for key in done:
+                future = pending.pop(key)
+                try:
+                    future.result()
+                except Exception as exc:  # every failure is reported by name after retries
+                    waited = time.monotonic() - started
+                    failures[key] = str(_describe(exc, opts, key, waited_s=waited))
+                    remove_path(temps[key])
+                    continue
+                problem = _finish(by_key[key], temps[key], paths[key], opts, state)
+                if problem is not None:
+                    failures[key] = problem
     return failures
+
+
+def _finish(
+    obj: RemoteObject, tmp: Path, final: Path, opts: S3Options, state: _State
+) -> str | None:
+    """Verify a completed temporary and rename it into place; None, or what is wrong."""
+    if not tmp.is_file():
+        return "no file written"
+    problem = verify_file(tmp, obj, opts.chunk_size)
+    if problem is not None:
+        size = tmp.stat().st_size
+        remove_path(tmp)
+        if size < obj.size:
+            problem = f"truncated transfer: {size} of {obj.size} bytes arrived"
+        logger.warning("%s: %s; deleted", obj.key, problem)
+        return f"verification failed: {problem}"
+    tmp.replace(final)
+    state.mark(obj, final)
+    state.save()
+    return None
 
 
 def _head_with_retries(client: Any, opts: S3Options, key: str) -> RemoteObject:
@@ -480,6 +618,7 @@ def download_events(
 ) -> dict[str, Any]:
     """Fetch every file the event index needs; write and return the manifest."""
     started = time.perf_counter()
+    opts = resolve_region(opts)
     entries = download_keys(opts, event_keys(events_csv), out_root)
     seconds = time.perf_counter() - started
     fetched = sum(e["size"] for e in entries if e["status"] == "downloaded")
