@@ -57,7 +57,7 @@ def test_study_dry_run_lists_every_job_of_the_study(tmp_path: Path) -> None:
     assert planned_runs(out, "predict_model") == set(runs)
     assert planned_runs(out, "score_model") == set(runs)
     # the seed preset: 541 storm events of 2019H2 from the bucket, 80/20 random split, 12 -> 6
-    assert "stormfusion download --bucket sevir --region us-east-1" in out
+    assert "stormfusion download --bucket sevir --region us-west-2" in out
     assert "--concurrency 8" in out
     assert "--max-events 541" in out
     assert "--start 2019-07-01 --end 2020-01-01" in out
