@@ -26,8 +26,8 @@ import time
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
-from stormfusion.data.normalization import normalize
 from stormfusion.data.sevir import STUDY_MODALITIES
 from stormfusion.models import ForecastModel, get_model
 from stormfusion.models.base import last_vil
@@ -54,11 +54,12 @@ def storm_inputs(
                 vil[b, t] += peak * torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2))
     vil = vil.clamp(0, 254)
     past = vil[:, :frames]
-    inputs = {
-        "vil": normalize("vil", past),
-        "ir069": normalize("ir069", -3000 - 8 * past),
-        "ir107": normalize("ir107", 2000 - 20 * past),
-        "lght": normalize("lght", (past > 180).float() * 3),
+    ir = F.avg_pool2d(past, 2)  # native resolution: IR half, lightning an eighth
+    inputs = {  # stored units
+        "vil": past.round().to(torch.uint8),
+        "ir069": (-3000 - 8 * ir).round().to(torch.int16),
+        "ir107": (2000 - 20 * ir).round().to(torch.int16),
+        "lght": F.avg_pool2d((past > 180).float() * 3, 8, divisor_override=1).to(torch.int32),
     }
     return (
         {k: v.to(device) for k, v in inputs.items()},

@@ -12,14 +12,13 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 import zarr
-from archive_twin import Twin, make_twin
+from archive_twin import LGHT_FILE, Twin, make_twin
 from torch.utils.data import DataLoader
 
 from stormfusion.data.chunks import WindowReader
 from stormfusion.data.convert import StoreLayout, convert_modality
 from stormfusion.data.dataset import SevirWindowDataset, _dihedral
-from stormfusion.data.hdf5 import grid_lightning
-from stormfusion.data.normalization import normalize
+from stormfusion.data.hdf5 import grid_lightning, write_lightning_file
 from stormfusion.data.regrid import regrid, regrid_counts, regrid_mean
 from stormfusion.data.sevir import STUDY_MODALITIES
 from stormfusion.data.splits import PRESETS, SplitOptions, assign_splits, make_windows
@@ -82,9 +81,13 @@ def _source(twin: Twin, modality: str, event_id: str) -> np.ndarray:
     return np.moveaxis(twin.rasters[modality][i], -1, 0)
 
 
-def test_items_hold_the_source_windows(archive: tuple[Twin, Path, pd.DataFrame]) -> None:
+def test_items_hold_the_source_windows_at_native_resolution(
+    archive: tuple[Twin, Path, pd.DataFrame],
+) -> None:
+    """At the stores' own size every modality is the stored data, untouched: VIL 32 uint8,
+    IR 16 int16, lightning 4 int32 counts (the native-resolution contract)."""
     twin, zarr_dir, windows = archive
-    ds = SevirWindowDataset(zarr_dir, windows, None, image_size=32, normalize=False)
+    ds = SevirWindowDataset(zarr_dir, windows, None, image_size=32)
     assert (ds.input_frames, ds.output_frames) == (13, 12)
     assert ds.data_fingerprint == "fp-0-4"
     assert len(ds) == len(windows)
@@ -92,44 +95,129 @@ def test_items_hold_the_source_windows(archive: tuple[Twin, Path, pd.DataFrame])
         item = ds[i]
         event, s = item["event_id"], item["window_start"]
         assert (event, s) == (windows.event_id[i], windows.window_start[i])
-        vil = _source(twin, "vil", event).astype(np.float32)
-        vil[vil == 255] = 0.0  # missing VIL is read as 0
+        vil = _source(twin, "vil", event).copy()
+        vil[vil == 255] = 0  # missing VIL is read as 0
+        assert item["inputs"]["vil"].dtype == torch.uint8
         np.testing.assert_array_equal(item["inputs"]["vil"].numpy(), vil[s : s + 13])
+        assert item["target"].dtype == torch.float32
         np.testing.assert_array_equal(item["target"].numpy(), vil[s + 13 : s + 25])
-        for m in ("ir069", "ir107"):  # 16 -> 32: bilinear
-            ir = torch.from_numpy(_source(twin, m, event)[s : s + 13].astype(np.float32))
-            ref = F.interpolate(ir[None], size=(32, 32), mode="bilinear", align_corners=False)
-            torch.testing.assert_close(item["inputs"][m], ref[0])
+        for m in ("ir069", "ir107"):
+            assert item["inputs"][m].dtype == torch.int16
+            np.testing.assert_array_equal(
+                item["inputs"][m].numpy(), _source(twin, m, event)[s : s + 13]
+            )
+        got = item["inputs"]["lght"]
+        assert got.shape == (13, 4, 4) and got.dtype == torch.int32
         if event == "S1002":
             assert item["mask"].tolist() == [1.0, 1.0, 1.0, 0.0]
-            assert not item["inputs"]["lght"].any()
+            assert not got.any()
         else:
             assert item["mask"].tolist() == [1.0, 1.0, 1.0, 1.0]
-            src = _source(twin, "lght", event)[s : s + 13].astype(np.float32)
-            got = item["inputs"]["lght"]
-            assert got.shape == (13, 32, 32)
-            np.testing.assert_allclose(got.sum((-2, -1)).numpy(), src.sum((-2, -1)), atol=1e-3)
-            # 4 -> 32 is a factor 8: every native cell's count spread over 8 x 8 pixels
-            np.testing.assert_allclose(got[:, ::8, ::8].numpy() * 64, src, atol=1e-4)
+            np.testing.assert_array_equal(got.numpy(), _source(twin, "lght", event)[s : s + 13])
 
 
-def test_native_grids_normalisation_and_missing_vil(
+def test_stores_of_another_size_are_regridded_and_missing_vil_logged(
     archive: tuple[Twin, Path, pd.DataFrame], caplog: pytest.LogCaptureFixture
 ) -> None:
+    """At S = 16 from 32-pixel stores: VIL 16 and IR 8 area averages, lightning 2 with
+    every frame's flash total kept; float32 stored units."""
     twin, zarr_dir, windows = archive
     with caplog.at_level(logging.INFO, logger="stormfusion.data.dataset"):
         ds = SevirWindowDataset(zarr_dir, windows, "train", image_size=16)
     log = caplog.text
     assert "missing VIL pixels" in log and "6 in all" in log  # S1000 has 6 missing pixels
-    item = ds[0]
+    item = next(ds[i] for i in range(len(ds)) if ds.windows.event_id[i] != "S1002")
     event, s = item["event_id"], item["window_start"]
-    ir = _source(twin, "ir069", event)[s : s + 13].astype(np.float32)  # native 16: exact
-    torch.testing.assert_close(item["inputs"]["ir069"], normalize("ir069", torch.from_numpy(ir)))
+    ir = _source(twin, "ir069", event)[s : s + 13].astype(np.float32)
+    ir_block = ir.reshape(13, 8, 2, 8, 2).mean(axis=(2, 4))  # 16 -> 8
+    np.testing.assert_allclose(item["inputs"]["ir069"].numpy(), ir_block, rtol=1e-6)
     vil = _source(twin, "vil", event).astype(np.float32)
     vil[vil == 255] = 0.0
     block = vil[s + 13 : s + 25].reshape(12, 16, 2, 16, 2).mean(axis=(2, 4))  # 32 -> 16
     np.testing.assert_allclose(item["target"].numpy(), block, rtol=1e-6)
     assert item["target"].max() <= 254
+    lght = _source(twin, "lght", event)[s : s + 13].astype(np.float32)
+    got = item["inputs"]["lght"].numpy()
+    assert got.shape == (13, 2, 2)
+    np.testing.assert_allclose(got, lght.reshape(13, 2, 2, 2, 2).sum(axis=(2, 4)), atol=1e-4)
+
+
+def test_lightning_frames_causal_hold_no_flash_after_the_last_input_time(
+    tmp_path: Path,
+) -> None:
+    """A flash 1 minute after the last input time is in the official inputs (frame k holds
+    [T_k, T_k + 5 min)) and absent from the causal ones (frame k holds [T_k - 5 min, T_k)),
+    where it appears only one frame later; causal frame 0 is zeros."""
+    twin = make_twin(tmp_path, n_events=2, size=16)
+    event = twin.ids[1]
+    t_last = (-120 + 5 * 12) * 60.0  # seconds: frame 12 is the last input of window 0
+    flash = np.array(
+        [
+            [t_last + 60.0, 0.0, 0.0, 1.5, 0.5],  # x 1, y 0 on the 2 x 2 grid
+            [-120 * 60.0 + 60.0, 0.0, 0.0, 0.5, 1.5],  # official frame 0, x 0, y 1
+        ]
+    )
+    write_lightning_file(tmp_path / "data" / LGHT_FILE, {twin.ids[0]: flash[:0], event: flash})
+    for m in ("vil", "lght"):
+        convert_modality(twin.events_csv, tmp_path, m, tmp_path / "z" / f"{m}.zarr")
+    table = _windows(twin.events_csv, val_fraction=0.5)
+    table = table[(table.event_id == event) & (table.window_start == 0)]
+    items = {
+        mode: SevirWindowDataset(
+            tmp_path / "z", table, None, ("vil", "lght"), 16, lightning_frames=mode
+        )[0]["inputs"]["lght"]
+        for mode in ("official", "causal")
+    }
+    official, causal = items["official"].numpy(), items["causal"].numpy()
+    assert official.sum() == 2 and official[12, 0, 1] == 1  # in the last input frame
+    assert official[0, 1, 0] == 1
+    assert causal[12].sum() == 0 and causal[0].sum() == 0  # causal frame 0: zeros
+    assert causal.sum() == 1 and causal[1, 1, 0] == 1  # the early flash, one frame later
+    table = table.assign(window_start=1)  # one frame later it is causal frame 13 = input 12
+    shifted = SevirWindowDataset(
+        tmp_path / "z", table, None, ("lght",), 16, lightning_frames="causal"
+    )[0]["inputs"]["lght"]
+    assert shifted[12, 0, 1] == 1 and shifted[0, 1, 0] == 1 and shifted.sum() == 2
+    with pytest.raises(StormFusionError, match=r"unknown lightning_frames 'late'.*causal"):
+        SevirWindowDataset(tmp_path / "z", table, None, ("lght",), 16, lightning_frames="late")
+
+
+def test_random_window_sampling_is_seeded_per_epoch_and_validates_at_frame_0(
+    archive: tuple[Twin, Path, pd.DataFrame],
+) -> None:
+    twin, zarr_dir, windows = archive
+    kwargs = {"modalities": ("vil",), "image_size": 32, "window_sampling": "random"}
+    train = SevirWindowDataset(zarr_dir, windows, "train", seed=5, **kwargs)
+    events = list(dict.fromkeys(windows[windows.split == "train"].event_id))
+    assert len(train) == len(events)  # one window per event per epoch
+    epochs = []
+    for epoch in range(4):
+        train.set_epoch(epoch)
+        items = [train[i] for i in range(len(train))]
+        assert [it["event_id"] for it in items] == events
+        starts = [it["window_start"] for it in items]
+        # independent reference of the rule: default_rng((seed, epoch, event number, 1))
+        assert starts == [
+            int(np.random.default_rng((5, epoch, i, 1)).integers(49 - 25 + 1))
+            for i in range(len(events))
+        ]
+        for it in items:
+            vil = _source(twin, "vil", it["event_id"]).copy()
+            vil[vil == 255] = 0
+            s = it["window_start"]
+            np.testing.assert_array_equal(it["inputs"]["vil"].numpy(), vil[s : s + 13])
+        epochs.append(starts)
+    assert len({tuple(e) for e in epochs}) > 1  # the starts change between epochs
+    same = SevirWindowDataset(zarr_dir, windows, "train", seed=5, **kwargs)
+    same.set_epoch(2)
+    assert [same[i]["window_start"] for i in range(len(same))] == epochs[2]
+    val = SevirWindowDataset(zarr_dir, windows, "val", seed=5, **kwargs)
+    assert len(val) == windows[windows.split == "val"].event_id.nunique()
+    for epoch in range(3):
+        val.set_epoch(epoch)
+        assert all(val[i]["window_start"] == 0 for i in range(len(val)))
+    with pytest.raises(StormFusionError, match=r"unknown window_sampling 'sometimes'.*fixed"):
+        SevirWindowDataset(zarr_dir, windows, "val", window_sampling="sometimes")
 
 
 def test_missing_modality_is_masked_and_logged(
@@ -148,11 +236,13 @@ def test_augmentation_is_the_same_for_every_modality_and_reproducible(
     archive: tuple[Twin, Path, pd.DataFrame],
 ) -> None:
     _, zarr_dir, windows = archive
-    x = torch.arange(2 * 3 * 3, dtype=torch.float32).reshape(2, 3, 3)
-    for k in range(4):
-        torch.testing.assert_close(
-            _dihedral(x, k, True), torch.flip(torch.rot90(x, k, dims=(-2, -1)), dims=(-1,))
-        )
+    for dtype in (np.uint8, np.int16, np.int32, np.float32):
+        x = np.arange(2 * 3 * 3).astype(dtype).reshape(2, 3, 3)
+        for k in range(4):
+            np.testing.assert_array_equal(_dihedral(x, k, False), np.rot90(x, k, axes=(1, 2)))
+            np.testing.assert_array_equal(
+                _dihedral(x, k, True), np.flip(np.rot90(x, k, axes=(1, 2)), axis=-1)
+            )
     plain = SevirWindowDataset(zarr_dir, windows, None, image_size=16)
     aug = SevirWindowDataset(zarr_dir, windows, None, image_size=16, augment=True, seed=3)
     seen = set()
@@ -160,17 +250,18 @@ def test_augmentation_is_the_same_for_every_modality_and_reproducible(
         k, flip = aug.augmentation(i)
         seen.add((k, flip))
         a, p = aug[i], plain[i]
-        for m in STUDY_MODALITIES:
-            torch.testing.assert_close(a["inputs"][m], _dihedral(p["inputs"][m], k, flip))
-        torch.testing.assert_close(a["target"], _dihedral(p["target"], k, flip))
+        for m in STUDY_MODALITIES:  # each at its own resolution (8 and 1 pixels here)
+            expected = _dihedral(p["inputs"][m].numpy(), k, flip)
+            np.testing.assert_array_equal(a["inputs"][m].numpy(), expected)
+        np.testing.assert_array_equal(a["target"], _dihedral(p["target"].numpy(), k, flip))
     assert len(seen) > 2  # several of the 8 symmetries drawn
     again = SevirWindowDataset(zarr_dir, windows, None, image_size=16, augment=True, seed=3)
     draws = [again.augmentation(i) for i in range(len(again))]
     assert draws == [aug.augmentation(i) for i in range(len(aug))]
     again.set_epoch(1)
     assert [again.augmentation(i) for i in range(len(again))] != draws
-    torch.testing.assert_close(
-        again[0]["target"], _dihedral(plain[0]["target"], *again.augmentation(0))
+    np.testing.assert_array_equal(
+        again[0]["target"], _dihedral(plain[0]["target"].numpy(), *again.augmentation(0))
     )
 
 

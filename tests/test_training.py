@@ -16,7 +16,6 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from stormfusion.data.normalization import normalize
 from stormfusion.errors import StormFusionError
 from stormfusion.models.base import ForecastModel
 from stormfusion.training.checkpoint import read_checkpoint
@@ -96,7 +95,7 @@ class TinyDataset(torch.utils.data.Dataset):
             frames = frames[:, :, ::-1]
         frames = torch.from_numpy(np.ascontiguousarray(frames)).float()
         return {
-            "inputs": {"vil": normalize("vil", frames[:T_IN])},
+            "inputs": {"vil": frames[:T_IN]},  # stored units
             "mask": torch.tensor([1.0, 0.0, 0.0, 0.0]),
             "target": frames[T_IN:],
             "event_id": f"S{self.offset + i}",

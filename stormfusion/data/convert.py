@@ -46,12 +46,12 @@ from stormfusion.data.event_index import (
 from stormfusion.data.hdf5 import grid_lightning, read_lightning_event, read_raster_event
 from stormfusion.data.sevir import (
     FRAME_MINUTES,
+    MISSING_VALUES,
     MODALITIES,
     N_FRAMES,
     NOMINAL_OFFSETS,
     PATCH_METRES,
     PROJ,
-    VIL_MISSING,
 )
 from stormfusion.errors import StormFusionError
 from stormfusion.io import atomic_path
@@ -60,8 +60,6 @@ from stormfusion.registry import Registry
 
 logger = logging.getLogger(__name__)
 
-#: Stored value meaning "missing", per modality (only digital VIL has one).
-MISSING_VALUES: Final[dict[str, int]] = {"vil": VIL_MISSING}
 #: Catalog columns giving each patch's corners (degrees).
 BOUNDS_COLUMNS: Final = ("llcrnrlat", "llcrnrlon", "urcrnrlat", "urcrnrlon")
 #: Version of the store layout; bumped when a reader must change.

@@ -1,37 +1,54 @@
 """The multimodal training loader: windows of the Zarr archive as PyTorch samples.
 
-Each item of :class:`SevirWindowDataset` is one row of the windows table (in table order):
+Each item of :class:`SevirWindowDataset` is one training window (by default one row of the
+windows table, in table order; see *window sampling*):
 
-- ``inputs``: ``{modality: float32 (T_in, S, S)}`` for the requested modalities, frames
-  ``[start, start + T_in)`` on the model grid (``S = image_size``), normalised with the
-  published SEVIR constants (:mod:`stormfusion.data.normalization`) unless
-  ``normalize=False``;
+- ``inputs``: ``{modality: (T_in, n_m, n_m)}`` for the requested modalities, frames
+  ``[start, start + T_in)`` in the archive's stored units at each modality's own
+  resolution (native-resolution batch contract, :mod:`stormfusion.models.base`): with
+  ``image_size`` S, VIL S x S uint8, IR S/2 x S/2 int16, lightning S/8 x S/8 int32 flash
+  counts. Models normalise and regrid on their device
+  (:meth:`stormfusion.models.base.ForecastModel.prepare_inputs`), so the loader moves 4x
+  fewer bytes than float32 and never interpolates IR or lightning up to S;
 - ``mask``: float32 ``(4,)`` in ``STUDY_MODALITIES`` order, 1 where the modality is
   requested and present for the event, 0 otherwise;
 - ``target``: float32 ``(T_out, S, S)``, VIL frames ``[start + T_in, start + T_in + T_out)``
-  on the 0..255 scale (never normalised);
+  on the 0..255 scale;
 - ``event_id``: str, ``window_start``: int.
 
-Regridding (:mod:`stormfusion.data.regrid`): VIL and IR bilinear when enlarging, area
-average when shrinking, identity at the native size; lightning count-preserving (the flash
-total of every frame is kept). Lightning is normalised after regridding, with the
-constants of the native 8 km grid.
+A store whose grid is not the modality's grid at S (a store of 384-pixel VIL read at
+S = 64, say) is regridded on the CPU with :mod:`stormfusion.data.regrid` (continuous fields
+bilinear up / area-averaged down, lightning count-preserving) and then arrives as float32
+stored units.
 
-Missing VIL (digital value 255): read as 0 (no echo) in inputs and in targets alike, before
-regridding, so that no 255 leaks into averages or scores. The VIL store counts such pixels
-per event (``missing_pixels``); the dataset logs how many of its events have any.
+Missing VIL (digital value 255, :data:`stormfusion.data.sevir.MISSING_VALUES`): read as 0
+(no echo) in inputs and in targets alike, before any regridding, so that no 255 leaks into
+averages or scores. The VIL store counts such pixels per event (``missing_pixels``); the
+dataset logs how many of its events have any.
 
 A missing modality (the event index had no file for it, so its store lacks the event)
-gives zeros (after normalisation) and ``mask`` 0; the dataset logs the counts per modality
-when it is built. A store whose shape or dtype does not fit the archive's contract, or that
-was built from another event index than the VIL store, is an error.
+gives zeros and ``mask`` 0; the dataset logs the counts per modality when it is built. A
+store whose shape or dtype does not fit the archive's contract, or that was built from
+another event index than the VIL store, is an error.
+
+Lightning frames (``lightning_frames``): ``official`` reads the store's frames as SEVIR
+grids them (frame k holds [T_k, T_k + 5 min), flashes after the frame's time);
+``causal`` gives frame k the 5 minutes before T_k, [T_k - 5 min, T_k), which is the
+official frame k - 1 (zeros at k = 0), so no input holds a flash later than the last
+input time.
+
+Window sampling (``window_sampling``): ``fixed`` yields the windows of the table;
+``random`` yields one window per event (the events of the table, in order): in the
+``train`` split with a start drawn from ``numpy.random.default_rng((seed, epoch, event
+number))`` uniformly among the event's possible starts (0 .. 49 - T_in - T_out), in any
+other split the window starting at frame 0 (as the seed study validated).
 
 Augmentation (``augment=True``): one of the 8 symmetries of the square (rotations by
 multiples of 90 degrees, optionally followed by a left-right flip), the same for every
-modality and the target of an item, drawn from ``numpy.random.default_rng((seed, epoch,
-index))``: reproducible, different per epoch (call :meth:`SevirWindowDataset.set_epoch`
-before each epoch; with ``persistent_workers=True`` the workers keep the epoch they
-started with).
+modality (each at its own resolution) and the target of an item, drawn from
+``numpy.random.default_rng((seed, epoch, index))``: reproducible, different per epoch
+(call :meth:`SevirWindowDataset.set_epoch` before each epoch; with
+``persistent_workers=True`` the workers keep the epoch they started with).
 
 DataLoader workers: stores are opened lazily in each process on first use, never pickled.
 Windows are read chunk file by chunk file (:class:`stormfusion.data.chunks.WindowReader`).
@@ -41,11 +58,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+import cv2
 import numpy as np
 import pandas as pd
 import torch
@@ -53,18 +71,34 @@ import zarr
 from torch.utils.data import Dataset
 
 from stormfusion.data.chunks import WindowReader
-from stormfusion.data.normalization import SEVIR_NORMALIZATION
-from stormfusion.data.regrid import regrid
-from stormfusion.data.sevir import MODALITIES, N_FRAMES, STUDY_MODALITIES, VIL_MISSING
+from stormfusion.data.regrid import native_size, regrid
+from stormfusion.data.sevir import (
+    MISSING_VALUES,
+    MODALITIES,
+    N_FRAMES,
+    STUDY_MODALITIES,
+    VIL_MISSING,
+)
 from stormfusion.data.splits import SPLITS, check_windows, read_windows
 from stormfusion.errors import StormFusionError
+from stormfusion.registry import Registry
 
 logger = logging.getLogger(__name__)
 
 #: The modality whose frames are the target.
 TARGET_MODALITY = "vil"
-#: Stored "missing" value per modality, and what the loader reads it as.
-MISSING_AS: dict[str, tuple[int, float]] = {"vil": (VIL_MISSING, 0.0)}
+#: What the loader reads a stored "missing" value (:data:`MISSING_VALUES`) as.
+MISSING_READ_AS: Final = 0
+
+#: ``lightning_frames`` -> how many frames the lightning inputs lag the official grid.
+LIGHTNING_FRAMES: Registry[int] = Registry("lightning_frames")
+LIGHTNING_FRAMES.register("official")(0)
+LIGHTNING_FRAMES.register("causal")(1)
+
+#: ``window_sampling`` -> whether a training epoch draws one random window per event.
+WINDOW_SAMPLING: Registry[bool] = Registry("window_sampling")
+WINDOW_SAMPLING.register("fixed")(False)
+WINDOW_SAMPLING.register("random")(True)
 
 
 @dataclass(frozen=True)
@@ -138,15 +172,34 @@ def inspect_store(zarr_dir: str | os.PathLike[str], modality: str) -> StoreInfo:
     )
 
 
-def _dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
-    """Rotate ``(..., H, W)`` by ``k`` quarter turns (counter-clockwise, as ``torch.rot90``),
-    then flip left-right if asked; one copy (numpy views), none for the identity."""
+#: One frame's copy under each symmetry (k quarter turns counter-clockwise, as
+#: ``np.rot90`` on (H, W), then a left-right flip if asked) with cv2's blocked kernels.
+_SYMMETRY: Final[dict[tuple[int, bool], Callable[[np.ndarray, np.ndarray], object]]] = {
+    (0, True): lambda src, dst: cv2.flip(src, 1, dst=dst),
+    (1, False): lambda src, dst: cv2.rotate(src, cv2.ROTATE_90_COUNTERCLOCKWISE, dst=dst),
+    (1, True): lambda src, dst: cv2.flip(cv2.transpose(src), -1, dst=dst),
+    (2, False): lambda src, dst: cv2.rotate(src, cv2.ROTATE_180, dst=dst),
+    (2, True): lambda src, dst: cv2.flip(src, 0, dst=dst),
+    (3, False): lambda src, dst: cv2.rotate(src, cv2.ROTATE_90_CLOCKWISE, dst=dst),
+    (3, True): lambda src, dst: cv2.transpose(src, dst=dst),
+}
+
+
+def _dihedral(x: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    """Frames ``(T, H, W)`` rotated by ``k`` quarter turns counter-clockwise (as
+    ``np.rot90`` over the last two axes), then flipped left-right if asked.
+
+    One contiguous copy, frame by frame (cv2's blocked transposition is several times
+    faster than numpy's strided copy); none for the identity. Dtypes: uint8, int16, int32,
+    float32.
+    """
     if not k and not flip:
         return x
-    view = np.rot90(x.numpy(), k, axes=(-2, -1))
-    if flip:
-        view = np.flip(view, axis=-1)
-    return torch.from_numpy(np.ascontiguousarray(view))
+    copy = _SYMMETRY[(k, flip)]
+    out = np.empty_like(x)
+    for t in range(x.shape[0]):
+        copy(x[t], out[t])
+    return out
 
 
 class SevirWindowDataset(Dataset[dict[str, Any]]):
@@ -158,10 +211,11 @@ class SevirWindowDataset(Dataset[dict[str, Any]]):
         split: ``train``, ``val``, ``test``, or None for every window.
         modalities: input modalities (subset of ``STUDY_MODALITIES``); ``()`` for targets
             only (scoring).
-        image_size: model grid, pixels per side.
+        image_size: VIL pixels per side S of the batch (IR S/2, lightning S/8).
         augment: random dihedral symmetries (see the module docstring).
-        normalize: normalise inputs with the SEVIR constants.
-        seed: augmentation seed.
+        seed: augmentation and window-sampling seed.
+        lightning_frames: ``official`` or ``causal`` (see the module docstring).
+        window_sampling: ``fixed`` or ``random`` (see the module docstring).
     """
 
     def __init__(
@@ -172,8 +226,9 @@ class SevirWindowDataset(Dataset[dict[str, Any]]):
         modalities: Sequence[str] = STUDY_MODALITIES,
         image_size: int = 384,
         augment: bool = False,
-        normalize: bool = True,
         seed: int = 0,
+        lightning_frames: str = "official",
+        window_sampling: str = "fixed",
     ) -> None:
         self.zarr_dir = Path(zarr_dir)
         self.modalities = tuple(modalities)
@@ -189,15 +244,20 @@ class SevirWindowDataset(Dataset[dict[str, Any]]):
             raise StormFusionError(f"split {split!r} is none of {', '.join(SPLITS)} (or None)")
         self.image_size = int(image_size)
         self.augment = bool(augment)
-        self.normalize = bool(normalize)
         self.seed = int(seed)
         self.split = split
+        self.lightning_frames = lightning_frames
+        self._lag = LIGHTNING_FRAMES.get(lightning_frames)
+        self.window_sampling = window_sampling
+        self._random_starts = WINDOW_SAMPLING.get(window_sampling) and split == "train"
         self._epoch = 0
         table, where = self._read_table(windows)
         if split is not None:
             table = table[table["split"] == split]
         if table.empty:
             raise StormFusionError(f"{where}: no windows in split {split!r}")
+        if WINDOW_SAMPLING.get(window_sampling):
+            table = table.drop_duplicates("event_id").assign(window_start=0)
         self.windows = table.reset_index(drop=True)
         self._input_frames = self._single(where, "input_frames")
         self._output_frames = self._single(where, "output_frames")
@@ -205,6 +265,7 @@ class SevirWindowDataset(Dataset[dict[str, Any]]):
             m: inspect_store(self.zarr_dir, m)
             for m in dict.fromkeys((TARGET_MODALITY, *self.modalities))
         }
+        self._sizes = {m: native_size(m, self.image_size) for m in self.stores}
         self._check_fingerprints()
         ids = self.windows["event_id"].tolist()
         self._rows = {
@@ -330,14 +391,42 @@ class SevirWindowDataset(Dataset[dict[str, Any]]):
             self._readers[modality] = reader = WindowReader(array)
         return reader
 
-    def _frames(self, modality: str, row: int, start: int, stop: int) -> torch.Tensor:
-        """Frames ``[start, stop)`` of one store row as float32 on the model grid."""
-        raw = self._reader(modality).read(row, start, stop)
-        frames = raw.astype(np.float32)
-        if modality in MISSING_AS:
-            value, replacement = MISSING_AS[modality]
-            frames[raw == value] = replacement
-        return regrid(modality, torch.from_numpy(frames), self.image_size)
+    def _raw(self, modality: str, row: int, start: int, stop: int) -> np.ndarray:
+        """Stored frames ``[start, stop)`` of one store row (lightning lagged as asked)."""
+        lag = self._lag if modality == "lght" else 0
+        reader = self._reader(modality)
+        if not lag:
+            return reader.read(row, start, stop)
+        first = max(start - lag, 0)
+        frames = reader.read(row, first, stop - lag)
+        if first == start - lag:
+            return frames
+        out = np.zeros((stop - start, *frames.shape[1:]), dtype=frames.dtype)
+        out[stop - start - frames.shape[0] :] = frames  # frames before the event: none
+        return out
+
+    def _frames(self, modality: str, row: int, start: int, stop: int) -> np.ndarray:
+        """Frames ``[start, stop)`` of one store row on the modality's batch grid.
+
+        Stored units and dtype when the store's grid is the batch's; float32 stored units
+        regridded on the CPU otherwise. Missing values read as :data:`MISSING_READ_AS`.
+        """
+        raw = self._raw(modality, row, start, stop)
+        missing = MISSING_VALUES.get(modality)
+        if missing is not None:
+            raw[raw == missing] = MISSING_READ_AS
+        size = self._sizes[modality]
+        if raw.shape[-1] == size:
+            return raw
+        frames = torch.from_numpy(raw.astype(np.float32))
+        return regrid(modality, frames, size).numpy()
+
+    def _absent(self, modality: str, frames: int) -> np.ndarray:
+        """Zeros standing in for a modality the event lacks, in the dtype present ones have."""
+        info = self.stores[modality]
+        size = self._sizes[modality]
+        dtype = np.dtype(MODALITIES[modality].dtype) if info.size == size else np.float32
+        return np.zeros((frames, size, size), dtype=dtype)
 
     def augmentation(self, index: int) -> tuple[int, bool]:
         """The (quarter turns, flip) of item ``index`` this epoch; (0, False) without it."""
@@ -346,39 +435,40 @@ class SevirWindowDataset(Dataset[dict[str, Any]]):
         rng = np.random.default_rng((self.seed, self._epoch, index))
         return int(rng.integers(4)), bool(rng.integers(2))
 
+    def window_start(self, index: int) -> int:
+        """First frame of item ``index`` this epoch (random window sampling draws it)."""
+        if not self._random_starts:
+            return int(self._starts[index])
+        last = N_FRAMES - self._input_frames - self._output_frames
+        rng = np.random.default_rng((self.seed, self._epoch, index, 1))
+        return int(rng.integers(last + 1))
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self.windows):
             raise IndexError(f"window {index} out of range for {len(self.windows)} windows")
-        event_id = self._event_ids[index]
-        start = int(self._starts[index])
+        start = self.window_start(index)
         t_in, t_out = self._input_frames, self._output_frames
         k, flip = self.augmentation(index)
-        size = self.image_size
         vil_row = int(self._rows[TARGET_MODALITY][index])
-        vil = self._frames(TARGET_MODALITY, vil_row, start, start + t_in + t_out)
+        vil = _dihedral(
+            self._frames(TARGET_MODALITY, vil_row, start, start + t_in + t_out), k, flip
+        )
         inputs: dict[str, torch.Tensor] = {}
         mask = torch.zeros(len(STUDY_MODALITIES), dtype=torch.float32)
         for m in self.modalities:
             row = int(self._rows[m][index])
             if row < 0:
-                x = torch.zeros(t_in, size, size, dtype=torch.float32)
+                x = self._absent(m, t_in)
+            elif m == TARGET_MODALITY:
+                x = vil[:t_in]
             else:
-                # VIL inputs and target are disjoint slices of one read: in-place is safe
-                x = (
-                    vil[:t_in]
-                    if m == TARGET_MODALITY
-                    else self._frames(m, row, start, start + t_in)
-                )
-                if self.normalize:
-                    offset, scale = SEVIR_NORMALIZATION[m]
-                    x.sub_(offset).div_(scale)
-                mask[STUDY_MODALITIES.index(m)] = 1.0
-            inputs[m] = _dihedral(x, k, flip)
-        target = _dihedral(vil[t_in:], k, flip)
+                x = _dihedral(self._frames(m, row, start, start + t_in), k, flip)
+            mask[STUDY_MODALITIES.index(m)] = float(row >= 0)
+            inputs[m] = torch.from_numpy(x)
         return {
             "inputs": inputs,
             "mask": mask,
-            "target": target,
-            "event_id": event_id,
+            "target": torch.from_numpy(vil[t_in:].astype(np.float32)),
+            "event_id": self._event_ids[index],
             "window_start": start,
         }

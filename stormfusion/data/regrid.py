@@ -12,20 +12,28 @@ with the method that suits the quantity:
   frame is kept exactly (up to float rounding) for any pair of sizes.
 
 All functions take and return float32 tensors of shape ``(..., n, n)`` (the last two
-dimensions are y, x), so frames, channels and batches pass through unchanged.
+dimensions are y, x), so frames, channels and batches pass through unchanged, on whatever
+device the tensor lives (the loader calls them on CPU when a store's grid differs from the
+batch's; models call them on the GPU through
+:meth:`stormfusion.models.base.ForecastModel.prepare_inputs`).
+
+The method of each modality is looked up by name in :data:`REGRIDDERS`, a
+:class:`stormfusion.registry.Registry`. :func:`native_size` gives the grid each modality
+has in a batch of a given VIL size (IR half, lightning an eighth, as in SEVIR).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Final
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stormfusion.data.sevir import MODALITIES
 from stormfusion.errors import StormFusionError
+from stormfusion.registry import Registry
 
 Regridder = Callable[[torch.Tensor, int], torch.Tensor]
 
@@ -115,22 +123,37 @@ def regrid_continuous(x: torch.Tensor, size: int) -> torch.Tensor:
     return regrid_bilinear(x, size) if size > n else regrid_mean(x, size)
 
 
-#: modality -> how its frames reach the model grid.
-REGRIDDERS: Final[dict[str, Regridder]] = {
-    "vil": regrid_continuous,
-    "ir069": regrid_continuous,
-    "ir107": regrid_continuous,
-    "vis": regrid_continuous,
-    "lght": regrid_counts,
-}
+#: modality -> how its frames reach another grid (unknown names list the valid ones).
+REGRIDDERS: Registry[Regridder] = Registry("regridding method (by modality)")
+for _name in ("vil", "ir069", "ir107", "vis"):
+    REGRIDDERS.register(_name)(regrid_continuous)
+REGRIDDERS.register("lght")(regrid_counts)
 
 
 def regrid(modality: str, x: torch.Tensor, size: int) -> torch.Tensor:
-    """Frames of ``modality`` (float32 ``(..., n, n)``) on the ``size`` x ``size`` grid."""
-    try:
-        method = REGRIDDERS[modality]
-    except KeyError:
+    """Frames of ``modality`` (float ``(..., n, n)``, stored units) on the ``size`` grid."""
+    return REGRIDDERS.get(modality)(x, size)
+
+
+def native_size(modality: str, vil_size: int) -> int:
+    """Pixels per side of ``modality`` in a domain whose VIL grid is ``vil_size``.
+
+    SEVIR's grids share one patch: VIL 384, IR 192, lightning 48, visible 768, so at
+    ``vil_size`` S IR has S/2 and lightning S/8 pixels.
+
+    Raises:
+        StormFusionError: unknown modality, or S not divisible by the modality's factor.
+    """
+    spec = MODALITIES.get(modality)
+    if spec is None:
         raise StormFusionError(
-            f"no regridding method for modality {modality!r}; valid: {', '.join(REGRIDDERS)}"
-        ) from None
-    return method(x, size)
+            f"unknown modality {modality!r}; valid: {', '.join(sorted(MODALITIES))}"
+        )
+    n = vil_size * spec.size
+    if n % MODALITIES["vil"].size:
+        factor = MODALITIES["vil"].size // spec.size
+        raise StormFusionError(
+            f"image size {vil_size} is not divisible by {factor}: {modality!r} has 1/{factor} "
+            "of the VIL grid's pixels per side"
+        )
+    return n // MODALITIES["vil"].size

@@ -48,6 +48,8 @@ PATCH_METRES: Final = 384_000
 PROJ: Final = "+proj=laea +lat_0=38 +lon_0=-98 +units=m +a=6370997.0 +ellps=sphere"
 #: Digital VIL value meaning "missing".
 VIL_MISSING: Final = 255
+#: Stored value meaning "missing", per modality that has one.
+MISSING_VALUES: Final[dict[str, int]] = {"vil": VIL_MISSING}
 #: VIL verification thresholds on the 0..255 scale.
 VIL_THRESHOLDS: Final = (16, 74, 133, 160, 181, 219)
 

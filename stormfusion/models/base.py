@@ -3,13 +3,23 @@
 Inputs (what :class:`stormfusion.data.dataset.SevirWindowDataset` yields, batched):
 
 - ``inputs``: ``dict[str, Tensor]``, one entry per modality the model uses
-  (``vil``, ``ir069``, ``ir107``, ``lght``), each of shape (B, T_in, H, W), float32,
-  normalised with :mod:`stormfusion.data.normalization` and on the model grid (H = W).
+  (``vil``, ``ir069``, ``ir107``, ``lght``), each (B, T_in, n_m, n_m) in the archive's
+  stored units at the modality's own resolution: in a domain whose VIL grid is S x S,
+  VIL is S (uint8 digital VIL, missing 255 already read as 0), IR S/2 (int16, brightness
+  temperature x 100 in degC) and lightning S/8 (flash counts per 5-minute frame). Any
+  square grid and any real or integer dtype is accepted (the values are stored units).
 - ``mask``: Tensor of shape (B, M), float32, 1.0 where the modality is present and 0.0 where
   it is missing, columns in the order of :data:`stormfusion.data.sevir.STUDY_MODALITIES`.
   Missing modalities arrive as zeros in ``inputs`` *and* a 0 in ``mask``.
 
-Output: VIL on the 0..255 digital scale, shape (B, T_out, H, W), float32.
+Every model first calls :meth:`ForecastModel.prepare_inputs`, on the device the batch is
+on: it checks the batch, brings each modality to the grid the model works on (by default
+the VIL grid S, with the loader's regridding methods of :mod:`stormfusion.data.regrid`:
+bilinear for IR, count-preserving for lightning) and normalises it with
+:mod:`stormfusion.data.normalization`. The rest of a model sees float32, normalised frames
+(B, T_in, H, W), all on one grid.
+
+Output: VIL on the 0..255 digital scale, shape (B, T_out, H, W), float32, H = W = S.
 :meth:`ForecastModel.forecast` clamps it to [0, 255]; scoring only ever calls ``forecast``.
 """
 
@@ -22,7 +32,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from stormfusion.data.normalization import denormalize
+from stormfusion.data.normalization import denormalize, normalize
+from stormfusion.data.regrid import regrid
 from stormfusion.data.sevir import STUDY_MODALITIES
 from stormfusion.errors import StormFusionError
 
@@ -94,10 +105,11 @@ class ForecastModel(nn.Module, abc.ABC):
     # -- helpers shared by the models -------------------------------------------------
 
     def check_inputs(self, inputs: dict[str, Tensor], mask: Tensor) -> tuple[int, int, int]:
-        """Check the batch against the contract; returns (B, H, W).
+        """Check the batch against the contract; returns (B, S, S), S the VIL grid.
 
-        Every modality in :attr:`modalities` must be present with shape (B, T_in, H, W),
-        the same for all, and ``mask`` must be (B, 4).
+        Every modality in :attr:`modalities` must be present with shape (B, T_in, n, n)
+        (square, any n; natively S, S/2 or S/8), and ``mask`` must be (B, 4). Without VIL
+        among the model's modalities, S is the first modality's grid.
         """
         missing = [m for m in self.modalities if m not in inputs]
         if missing:
@@ -105,24 +117,52 @@ class ForecastModel(nn.Module, abc.ABC):
                 f"{type(self).__name__} needs input modalities {missing}; "
                 f"the batch has {sorted(inputs)}"
             )
-        first = inputs[self.modalities[0]]
+        grid_from = "vil" if "vil" in self.modalities else self.modalities[0]
+        first = inputs[grid_from]
         if first.ndim != 4:
             raise StormFusionError(
-                f"input {self.modalities[0]!r} must be (B, T_in, H, W); got {tuple(first.shape)}"
+                f"input {grid_from!r} must be (B, T_in, H, W); got {tuple(first.shape)}"
             )
-        b, _, h, w = first.shape
+        b, size = int(first.shape[0]), int(first.shape[-1])
         for name in self.modalities:
             shape = tuple(inputs[name].shape)
-            if shape != (b, self.input_frames, h, w):
+            if len(shape) != 4 or shape[:2] != (b, self.input_frames) or shape[2] != shape[3]:
                 raise StormFusionError(
-                    f"input {name!r} has shape {shape}; expected "
-                    f"({b}, {self.input_frames}, {h}, {w}) (input_frames={self.input_frames})"
+                    f"input {name!r} has shape {shape}; expected ({b}, {self.input_frames}, "
+                    f"n, n) (input_frames={self.input_frames}; n = {size} for VIL, "
+                    "natively half of it for IR and an eighth for lightning)"
                 )
         if tuple(mask.shape) != (b, len(STUDY_MODALITIES)):
             raise StormFusionError(
                 f"mask has shape {tuple(mask.shape)}; expected ({b}, {len(STUDY_MODALITIES)})"
             )
-        return b, h, w
+        return b, size, size
+
+    def prepare_inputs(
+        self, inputs: dict[str, Tensor], mask: Tensor, size: int | None = None
+    ) -> dict[str, Tensor]:
+        """The batch's inputs as the model computes on them, on their device.
+
+        Checks the batch (:meth:`check_inputs`), then for each of :attr:`modalities`:
+        float32 stored units, regridded to ``size`` x ``size`` (default: the VIL grid S)
+        with the method :data:`stormfusion.data.regrid.REGRIDDERS` names for the modality
+        (continuous fields bilinear when enlarging and area-averaged when shrinking;
+        lightning count-preserving: every frame keeps its flash total), then normalised.
+        Regridding runs in float32 even under autocast.
+
+        Returns:
+            ``{modality: (B, T_in, size, size) float32, normalised}``.
+        """
+        _, grid, _ = self.check_inputs(inputs, mask)
+        size = grid if size is None else int(size)
+        out: dict[str, Tensor] = {}
+        for name in self.modalities:
+            x = inputs[name].float()
+            if x.shape[-1] != size:
+                with torch.autocast(x.device.type, enabled=False):
+                    x = regrid(name, x, size)
+            out[name] = normalize(name, x)
+        return out
 
     def modality_mask(self, mask: Tensor) -> Tensor:
         """Columns of ``mask`` (B, 4) for this model's modalities, in their order: (B, M)."""

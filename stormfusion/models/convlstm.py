@@ -125,6 +125,7 @@ class ConvLSTM(ForecastModel):
         return patches.reshape(b, t, *patches.shape[1:])
 
     def forward(self, inputs: dict[str, Tensor], mask: Tensor) -> Tensor:
+        inputs = self.prepare_inputs(inputs, mask)  # VIL grid, normalised
         b, h, w = self.check_inputs(inputs, mask)
         if h % self.patch_size or w % self.patch_size:
             raise StormFusionError(

@@ -118,8 +118,7 @@ class OpticalFlow(ForecastModel):
         self.workers = workers
 
     def forward(self, inputs: dict[str, Tensor], mask: Tensor) -> Tensor:
-        self.check_inputs(inputs, mask)
-        vil = inputs["vil"]
+        vil = self.prepare_inputs(inputs, mask)["vil"]
         raw = denormalize("vil", vil[:, -self.motion_frames :].detach().float().cpu())
         samples = raw.clamp(0.0, VIL_SCALE).numpy()
         jobs = [(sample, self.output_frames) for sample in samples]

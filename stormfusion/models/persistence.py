@@ -15,7 +15,7 @@ from stormfusion.models.base import ForecastModel, last_vil
 class Persistence(ForecastModel):
     """Forecast = the last input VIL frame (0..255), for each of the T_out leads.
 
-    Inputs: ``inputs["vil"]`` (B, T_in, H, W), normalised. Output (B, T_out, H, W).
+    Inputs: ``inputs["vil"]`` (B, T_in, H, W), stored units. Output (B, T_out, H, W).
     """
 
     trainable: ClassVar[bool] = False
@@ -29,5 +29,5 @@ class Persistence(ForecastModel):
         super().__init__(modalities, input_frames, output_frames)
 
     def forward(self, inputs: dict[str, Tensor], mask: Tensor) -> Tensor:
-        self.check_inputs(inputs, mask)
+        inputs = self.prepare_inputs(inputs, mask)
         return last_vil(inputs).expand(-1, self.output_frames, -1, -1).contiguous()

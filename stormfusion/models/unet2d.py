@@ -74,6 +74,7 @@ class UNet2D(ForecastModel):
         init_small(self.head)
 
     def forward(self, inputs: dict[str, Tensor], mask: Tensor) -> Tensor:
+        inputs = self.prepare_inputs(inputs, mask)  # VIL grid, normalised
         _, h, w = self.check_inputs(inputs, mask)
         factor = 2 ** (len(self.widths) - 1)
         if h % factor or w % factor:

@@ -121,9 +121,7 @@ class PanelWindow:
     sample: int  # index in the forecast stores (windows-table order of the split)
 
 
-def _vil_dataset(
-    options: ReportOptions, split: str, size: int, modalities: tuple[str, ...], normalize: bool
-) -> Any:
+def _vil_dataset(options: ReportOptions, split: str, size: int, modalities: tuple[str, ...]) -> Any:
     from stormfusion.data.dataset import SevirWindowDataset
 
     return SevirWindowDataset(
@@ -132,7 +130,6 @@ def _vil_dataset(
         split=split,
         modalities=modalities,
         image_size=size,
-        normalize=normalize,
     )
 
 
@@ -168,7 +165,7 @@ def _panel_figures(
     store = stores[first]
     split = str(store.attrs["split"])
     size = int(store.sizes["y"])
-    dataset = _vil_dataset(options, split, size, ("vil",), normalize=False)
+    dataset = _vil_dataset(options, split, size, ("vil",))
     if len(dataset) != store.sizes["sample"]:
         raise StormFusionError(
             f"{options.windows}: split {split!r} has {len(dataset)} windows but the forecasts "
@@ -231,8 +228,8 @@ def _graph_figure(
     store = stores[run]
     split = str(store.attrs["split"])
     size = int(store.sizes["y"])
-    data = _vil_dataset(options, split, size, tuple(model.modalities), normalize=True)
-    raw = _vil_dataset(options, split, size, ("vil",), normalize=False)
+    data = _vil_dataset(options, split, size, tuple(model.modalities))
+    raw = _vil_dataset(options, split, size, ("vil",))
     item = data[panel.sample]
     inputs = {m: x[None] for m, x in item["inputs"].items()}
     with torch.no_grad():

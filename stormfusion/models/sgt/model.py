@@ -172,6 +172,7 @@ class StormGraphTransformer(ForecastModel):
 
     def run(self, inputs: dict[str, Tensor], mask: Tensor) -> SGTOutput:
         """One full pass; :meth:`forward` returns its ``forecast``."""
+        inputs = self.prepare_inputs(inputs, mask)  # VIL grid, normalised
         _, h, w = self.check_inputs(inputs, mask)
         if h % 16 or w % 16:
             raise StormFusionError(f"sgt needs H and W divisible by 16; got {h} x {w}")
@@ -233,7 +234,7 @@ class StormGraphTransformer(ForecastModel):
         ``intensity`` (N,) float VIL of each cell's peak. Without the GNN (ablation) the cells
         are still detected, with no edges.
         """
-        self.check_inputs(inputs, mask)
+        inputs = self.prepare_inputs(inputs, mask)  # VIL grid, normalised
         was_training = self.training
         self.eval()  # batch norm must not update its running statistics here
         try:
