@@ -2,7 +2,9 @@
 
 Every check of user input (files, keys, values) raises :class:`StormFusionError` with a
 message that names the file, key or value and says what is wrong. The command line turns
-it into one line on stderr and exit status 2, without a traceback.
+it into one line on stderr and exit status 2, without a traceback. Operating-system errors
+(:class:`OSError`: no space left, read-only or missing folder, permission) become one line
+too (:func:`describe_os_error`), with exit status 1.
 """
 
 from __future__ import annotations
@@ -10,3 +12,16 @@ from __future__ import annotations
 
 class StormFusionError(Exception):
     """Bad input or an unrecoverable condition the user can act on."""
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line naming the path(s) and the cause of an operating-system error.
+
+    ``OSError(28, 'No space left on device', 'out/x.zarr')`` gives
+    ``out/x.zarr: No space left on device``; a rename names both paths.
+    """
+    cause = exc.strerror or str(exc) or type(exc).__name__
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    if not paths:
+        return cause
+    return f"{' -> '.join(paths)}: {cause}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -48,11 +47,17 @@ def git_commit(cwd: str | Path | None = None) -> str:
     return f"{commit}-dirty" if dirty else commit
 
 
-#: Environment variable through which the workflow hands every step the hash of its config
-#: (set by workflow/rules/common.smk; the config itself is kept as
-#: ``RESULTS/configs/<hash>.yaml``). Not a rerun trigger: a step's output keeps the hash of
-#: the config it was made under.
-CONFIG_HASH_ENV = "STORMFUSION_CONFIG_HASH"
+#: Hash of the config the running step was asked for: each ``stormfusion`` step takes it
+#: as ``--config-hash`` (the workflow passes the hash of its validated config, kept as
+#: ``RESULTS/configs/<hash>.yaml``) and the command line records it here. Not a rerun
+#: trigger: a step's output keeps the hash of the config it was made under.
+_config_hash: str | None = None
+
+
+def set_config_hash(value: str | None) -> None:
+    """Record the config hash of this process's step (``stormfusion STEP --config-hash``)."""
+    global _config_hash
+    _config_hash = value or None
 
 
 def provenance(
@@ -60,11 +65,11 @@ def provenance(
 ) -> dict[str, str]:
     """The provenance record attached to outputs.
 
-    ``config_hash`` defaults to ``$STORMFUSION_CONFIG_HASH`` (set under Snakemake).
+    ``config_hash`` defaults to the step's ``--config-hash`` (:func:`set_config_hash`).
     """
     return {
         "package_version": __version__,
         "git_commit": git_commit(),
-        "config_hash": config_hash or os.environ.get(CONFIG_HASH_ENV) or "unknown",
+        "config_hash": config_hash or _config_hash or "unknown",
         "data_fingerprint": data_fingerprint or "unknown",
     }

@@ -2,7 +2,8 @@
 the stand-in apptainer), then what the results carry and what a config change reruns.
 
 One test function: the run takes most of the time and the checks share it (and so stay on
-one pytest-xdist worker)."""
+one pytest-xdist worker). The working directory and every configured folder contain spaces
+(and the raw folder shell metacharacters): every path reaches the shell quoted."""
 
 from __future__ import annotations
 
@@ -34,10 +35,19 @@ def _provenance_ok(prov: dict[str, Any], fingerprint: str, config_hash: str) -> 
     assert prov["git_commit"] and prov["package_version"]
 
 
+#: Folders with spaces, and a raw folder whose name would run commands if unquoted.
+PATHS = {
+    "raw": "data/raw sevir $(touch INJECTED) `touch INJECTED`",
+    "interim": "data/inter im",
+    "results": "my results",
+}
+
+
 def test_tiny_dag_end_to_end_in_containers(tmp_path: Path) -> None:
-    work = tmp_path / "work"
-    env, calls_log, image = container_env(work)
-    config = tiny_config(container=str(image))
+    work = tmp_path / "work dir"
+    # the stand-in apptainer and the image outside: Snakemake refuses image paths with spaces
+    env, calls_log, image = container_env(tmp_path)
+    config = tiny_config(container=str(image), paths=PATHS)
     write_config(work, config)
     runs = config["models"]
     trained = {name for name, spec in runs.items() if get_model_class(spec["model"]).trainable}
@@ -45,7 +55,8 @@ def test_tiny_dag_end_to_end_in_containers(tmp_path: Path) -> None:
     proc = snakemake(
         work, "--cores", "2", "--use-singularity", "--apptainer-args=--nv", env=env, timeout=900
     )
-    snakemake(work, "--cores", "1", "--report", "results/report.html", env=env)
+    snakemake(work, "--cores", "1", "--report", "my results/report.html", env=env)
+    assert not list(work.rglob("INJECTED")) and not list(Path.cwd().glob("INJECTED"))
 
     # every job ran in the configured image
     calls = container_calls(calls_log)
@@ -56,7 +67,7 @@ def test_tiny_dag_end_to_end_in_containers(tmp_path: Path) -> None:
     assert sum("stormfusion score " in c["command"] for c in calls) == len(runs)
 
     # the paper's tables, figures and the HTML report
-    results = work / "results"
+    results = work / PATHS["results"]
     main = pd.read_csv(results / "tables" / "main.csv", comment="#")
     ablations = pd.read_csv(results / "tables" / "ablations.csv", comment="#")
     per_lead = pd.read_csv(results / "tables" / "per_lead.csv", comment="#")
@@ -67,7 +78,9 @@ def test_tiny_dag_end_to_end_in_containers(tmp_path: Path) -> None:
     assert (results / "report.html").stat().st_size > 10_000
 
     # provenance: config (kept by its hash), data fingerprint and code version everywhere
-    fingerprint = json.loads((work / "data/interim/events.json").read_text())["data_fingerprint"]
+    fingerprint = json.loads((work / PATHS["interim"] / "events.json").read_text())[
+        "data_fingerprint"
+    ]
     [snapshot] = (results / "configs").glob("*.yaml")
     config_hash = snapshot.stem
     kept = yaml.safe_load(snapshot.read_text())

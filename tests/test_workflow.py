@@ -123,6 +123,15 @@ def test_demo_dry_run_uses_the_synthetic_twin(tmp_path: Path) -> None:
         ({"training": {"epochs": 0}}, "epochs"),
         ({"models": {"broken": {"model": "unet2d", "argz": {}}}}, "argz"),
         ({"colour": "blue"}, "colour"),
+        # run names become folders and file names: letters, digits, `_.-`, no leading dot
+        ({"models": {"x`touch INJECTED`": {"model": "persistence"}}}, "x`touch INJECTED`"),
+        ({"models": {"../../outside/escaped": {"model": "persistence"}}}, "../../outside"),
+        ({"models": {"two words": {"model": "persistence"}}}, "two words"),
+        ({"models": {"line\nbreak": {"model": "persistence"}}}, "line\\nbreak"),
+        # configured folders: no `..` component, no control characters
+        ({"paths": {"results": "../outside"}}, "../outside"),
+        ({"paths": {"interim": "data/../../up"}}, "data/../../up"),
+        ({"paths": {"raw": "data/raw\n"}}, "data/raw\\n"),
     ],
 )
 def test_invalid_config_is_rejected_with_the_key_named(
@@ -135,6 +144,17 @@ def test_invalid_config_is_rejected_with_the_key_named(
     combined = proc.stdout + proc.stderr
     assert "validat" in combined.lower()
     assert message in combined
+
+
+def test_run_names_are_matched_literally(tmp_path: Path) -> None:
+    """The `run` wildcard's pattern is built from escaped names: `u.1` does not match `ux1`."""
+    work = tmp_path / "work"
+    write_config(work, {"models": {"u.1": {"model": "persistence"}}})
+    ok = snakemake(work, "--dry-run", "--cores", "1", "results/scores/u.1.json").stdout
+    assert planned_runs(ok, "score_model") == {"u.1"}
+    proc = snakemake(work, "--dry-run", "--cores", "1", "results/scores/ux1.json", check=False)
+    assert proc.returncode != 0
+    assert "MissingRuleException" in proc.stdout + proc.stderr
 
 
 def test_schema_defaults_fill_a_minimal_config(tmp_path: Path) -> None:

@@ -142,9 +142,9 @@ def snakemake(
 
 
 def failed_logs(work: Path, limit: int = 4000) -> str:
-    """Tails of the rule logs under WORK/results/logs, to explain a failure."""
+    """Tails of the rule logs (RESULTS/logs under WORK), to explain a failure."""
     parts = []
-    for log in sorted((work / "results" / "logs").rglob("*.log")):
+    for log in sorted(work.glob("**/logs/**/*.log")):
         text = log.read_text(errors="replace")
         if "Error" in text or "error" in text:
             parts.append(f"--- {log.relative_to(work)}\n{text[-limit:]}")

@@ -7,7 +7,15 @@ Each step lives in its own module ``stormfusion.cli.<module>`` that defines
 - ``run(args)``: the step itself.
 
 Modules are imported only when their subcommand runs, so ``stormfusion download`` does not
-pay for importing torch. Snakemake rules call exactly these subcommands.
+pay for importing torch. Snakemake rules call exactly these subcommands, each with
+``--config-hash`` (the hash recorded in every output's provenance).
+
+Failures end the same way in every step, here and only here: bad input
+(:class:`~stormfusion.errors.StormFusionError`) and operating-system errors (no space left,
+read-only or missing folder, permission) print one line naming the path and the cause and
+exit non-zero; Ctrl-C (also while the step's modules are still importing) and SIGTERM exit
+with 130 and 143 without a traceback. Temporaries of unfinished outputs are removed on the
+way out (:func:`stormfusion.io.atomic_path`).
 """
 
 from __future__ import annotations
@@ -15,12 +23,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
-from types import ModuleType
+from types import FrameType, ModuleType
 
 from stormfusion import __version__
-from stormfusion.errors import StormFusionError
+from stormfusion.errors import StormFusionError, describe_os_error
 
 logger = logging.getLogger(__name__)
 
@@ -66,21 +76,42 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for name in COMMANDS:
         if command is not None and name == command:
             module = _load(name)
-            step = sub.add_parser(name, help=module.HELP, description=module.HELP)
-            module.add_arguments(step)
+            step = sub.add_parser(
+                name, help=module.HELP, description=module.HELP, conflict_handler="resolve"
+            )
+            _add_common_arguments(step)
+            module.add_arguments(step)  # a step's own definition of a common option wins
         else:
             sub.add_parser(name, help=_summary(name) if command is None else None)
     return parser
+
+
+def _add_common_arguments(step: argparse.ArgumentParser) -> None:
+    """Options every step takes."""
+    step.add_argument(
+        "--config-hash",
+        default=None,
+        help="hash of the workflow config this step runs under (recorded in provenance)",
+    )
 
 
 def _command_of(argv: Sequence[str]) -> str | None:
     return next((a for a in argv if a in COMMANDS), None)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``stormfusion`` console script."""
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(_command_of(args_list))
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that unfinished outputs are cleaned up."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+def _run(command: str | None, args_list: list[str]) -> None:
+    """Parse the arguments and run the step (imports of the step's modules included)."""
+    from stormfusion.provenance import set_config_hash
+
+    parser = build_parser(command)
     args = parser.parse_args(args_list)
     logging.basicConfig(
         level=getattr(logging, args.log_level),
@@ -88,14 +119,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.captureWarnings(True)
+    set_config_hash(getattr(args, "config_hash", None))
+    _load(args.command).run(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``stormfusion`` console script; returns the exit status.
+
+    0 done, 2 bad input, 1 an operating-system error (disk full, read-only, permission,
+    missing folder), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM)."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    command = _command_of(args_list)
+    name = f"stormfusion {command}" if command else "stormfusion"
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
-        _load(args.command).run(args)
+        _run(command, args_list)
     except StormFusionError as exc:
-        sys.stderr.write(f"stormfusion {args.command}: error: {exc}\n")
+        sys.stderr.write(f"{name}: error: {exc}\n")
         return 2
+    except OSError as exc:
+        sys.stderr.write(f"{name}: error: {describe_os_error(exc)}\n")
+        return 1
     except KeyboardInterrupt:
-        sys.stderr.write(f"stormfusion {args.command}: interrupted\n")
+        sys.stderr.write(f"{name}: interrupted\n")
         return 130
+    except Terminated:
+        sys.stderr.write(f"{name}: terminated\n")
+        return 143
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

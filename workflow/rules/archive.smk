@@ -24,9 +24,10 @@ rule convert_to_zarr:
         root=raw_root,
         verify=config["convert"]["verify_events"],
     shell:
-        "stormfusion convert --events {input.events} --data-root {params.root}"
-        " --modality {wildcards.modality} --out {output.store}"
-        " --verify-events {params.verify} --workers {threads} > {log} 2>&1"
+        "stormfusion convert --events {input.events:q} --data-root {params.root:q}"
+        " --modality {wildcards.modality:q} --out {output.store:q}"
+        " --verify-events {params.verify:q} --workers {threads}"
+        " --config-hash {CONFIG_HASH} > {log:q} 2>&1"
 
 
 rule split_events:
@@ -49,5 +50,5 @@ rule split_events:
     params:
         options=split_options(),
     shell:
-        "stormfusion split --events {input.events} {params.options}"
-        " --out {output.windows} > {log} 2>&1"
+        "stormfusion split --events {input.events:q} {params.options}"
+        " --out {output.windows:q} --config-hash {CONFIG_HASH} > {log:q} 2>&1"

@@ -1,6 +1,7 @@
 # Shared helpers: config validation (defaults come from the schema), paths and run lookups.
 import json
 import os
+import re
 import shlex
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import yaml
 from snakemake.utils import min_version, validate
 
 from stormfusion.io import atomic_path
-from stormfusion.provenance import CONFIG_HASH_ENV, stable_hash
+from stormfusion.provenance import stable_hash
 
 min_version("9.0")
 
@@ -25,9 +26,10 @@ CONTAINER = config["container"]
 CONDA_ENV = "../../envs/stormfusion.yaml"
 
 
+# Names become regular expressions here: escaped, so a `.` in a run name matches only itself.
 wildcard_constraints:
-    run="|".join(sorted(RUNS)) or "NO_RUNS",
-    modality="|".join(MODALITIES),
+    run="|".join(map(re.escape, sorted(RUNS))) or "NO_RUNS",
+    modality="|".join(map(re.escape, MODALITIES)),
 
 
 def rule_resources(rule_name, key, default):
@@ -242,10 +244,9 @@ def runs_json():
 
 
 # Provenance: the hash of the whole config (schema defaults filled in) goes to every step
-# through the environment (stormfusion.provenance reads it; not a rerun trigger), and the
+# as `--config-hash` (in the shell command, not in `params`: not a rerun trigger), and the
 # config itself is kept as RESULTS/configs/<hash>.yaml when a run starts.
 CONFIG_HASH = stable_hash(config)
-os.environ[CONFIG_HASH_ENV] = CONFIG_HASH
 
 
 def config_snapshot():

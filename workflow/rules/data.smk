@@ -27,9 +27,10 @@ if config["source"] == "synthetic":
             year=config["synthetic"]["year"],
             seed=config["synthetic"]["seed"],
         shell:
-            "stormfusion synthesize --out {params.out} --events {params.events}"
-            " --random-events {params.random_events} --image-size {params.size}"
-            " --year {params.year} --seed {params.seed} > {log} 2>&1"
+            "stormfusion synthesize --out {params.out:q} --events {params.events:q}"
+            " --random-events {params.random_events:q} --image-size {params.size:q}"
+            " --year {params.year:q} --seed {params.seed:q}"
+            " --config-hash {CONFIG_HASH} > {log:q} 2>&1"
 
 else:
 
@@ -52,7 +53,8 @@ else:
             s3=s3_options(),
             out=parent_of("catalog", "output"),
         shell:
-            "stormfusion download {params.s3} --out {params.out} --catalog-only > {log} 2>&1"
+            "stormfusion download {params.s3} --out {params.out:q} --catalog-only"
+            " --config-hash {CONFIG_HASH} > {log:q} 2>&1"
 
     rule download_sevir:
         input:
@@ -76,8 +78,9 @@ else:
             out=RAW,
             concurrency=config["s3"]["concurrency"],
         shell:
-            "stormfusion download {params.s3} --out {params.out} --events {input.events}"
-            " --concurrency {params.concurrency} --manifest {output.manifest} > {log} 2>&1"
+            "stormfusion download {params.s3} --out {params.out:q} --events {input.events:q}"
+            " --concurrency {params.concurrency:q} --manifest {output.manifest:q}"
+            " --config-hash {CONFIG_HASH} > {log:q} 2>&1"
 
 
 rule select_events:
@@ -102,5 +105,6 @@ rule select_events:
         root=parent_of("catalog"),
         filters=selection_options(),
     shell:
-        "stormfusion select-events --catalog {input.catalog} --data-root {params.root}"
-        " {params.filters} --out {output.events} --meta {output.meta} > {log} 2>&1"
+        "stormfusion select-events --catalog {input.catalog:q} --data-root {params.root:q}"
+        " {params.filters} --out {output.events:q} --meta {output.meta:q}"
+        " --config-hash {CONFIG_HASH} > {log:q} 2>&1"

@@ -30,9 +30,10 @@ rule train_model:
         zarr=parent_of("stores"),
         out=parent_of("best", "output"),
     shell:
-        "{params.launcher} train --model {params.model} --model-args {params.args}"
-        " --zarr-dir {params.zarr} --windows {input.windows} --events-meta {input.meta}"
-        " --out-dir {params.out} {params.options} --resume auto > {log} 2>&1"
+        "{params.launcher} train --model {params.model:q} --model-args {params.args}"
+        " --zarr-dir {params.zarr:q} --windows {input.windows:q} --events-meta {input.meta:q}"
+        " --out-dir {params.out:q} {params.options} --resume auto"
+        " --config-hash {CONFIG_HASH} > {log:q} 2>&1"
 
 
 rule predict_model:
@@ -67,8 +68,8 @@ rule predict_model:
         size=config["data"]["image_size"],
         batch=config["evaluation"]["batch_size"],
     shell:
-        "stormfusion predict --run {wildcards.run} --model {params.model}"
-        " --model-args {params.args} {params.checkpoint} --zarr-dir {params.zarr}"
-        " --windows {input.windows} --events-meta {input.meta} --split {params.split}"
-        " --image-size {params.size} --batch-size {params.batch} --workers {threads}"
-        " --out {output.forecast} > {log} 2>&1"
+        "stormfusion predict --run {wildcards.run:q} --model {params.model:q}"
+        " --model-args {params.args} {params.checkpoint} --zarr-dir {params.zarr:q}"
+        " --windows {input.windows:q} --events-meta {input.meta:q} --split {params.split:q}"
+        " --image-size {params.size:q} --batch-size {params.batch:q} --workers {threads}"
+        " --out {output.forecast:q} --config-hash {CONFIG_HASH} > {log:q} 2>&1"

@@ -25,9 +25,10 @@ rule score_model:
     params:
         lpips=lpips_option(),
     shell:
-        "stormfusion score --forecast {input.forecast} --truth {input.vil}"
-        " --windows {input.windows} {params.lpips} --out-csv {output.csv}"
-        " --out-json {output.summary} --out-counts {output.counts} > {log} 2>&1"
+        "stormfusion score --forecast {input.forecast:q} --truth {input.vil:q}"
+        " --windows {input.windows:q} {params.lpips} --out-csv {output.csv:q}"
+        " --out-json {output.summary:q} --out-counts {output.counts:q}"
+        " --config-hash {CONFIG_HASH} > {log:q} 2>&1"
 
 
 rule make_report:
@@ -72,7 +73,7 @@ rule make_report:
         bootstrap=config["evaluation"]["bootstrap"],
         seed=config["evaluation"]["seed"],
     shell:
-        "stormfusion report --runs {params.runs} --results {params.results}"
-        " --zarr-dir {params.zarr} --windows {input.windows} --events-meta {input.meta}"
-        " --config-hash {params.config_hash} --panel-events {params.panels}"
-        " --bootstrap {params.bootstrap} --seed {params.seed} > {log} 2>&1"
+        "stormfusion report --runs {params.runs} --results {params.results:q}"
+        " --zarr-dir {params.zarr:q} --windows {input.windows:q} --events-meta {input.meta:q}"
+        " --config-hash {params.config_hash:q} --panel-events {params.panels:q}"
+        " --bootstrap {params.bootstrap:q} --seed {params.seed:q} > {log:q} 2>&1"
