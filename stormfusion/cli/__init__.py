@@ -45,6 +45,7 @@ COMMANDS: dict[str, str] = {
     "predict": "predict",
     "score": "score",
     "report": "report",
+    "lpips-weights": "lpips_weights",
 }
 
 

@@ -2,20 +2,23 @@
 
 There is no torchvision here, so the AlexNet feature extractor is written out with
 torchvision's parameter layout (``features.{0,3,6,8,10}.{weight,bias}``), which lets the real
-ImageNet weights load unchanged from torchvision's ``alexnet-owt-7be5be79.pth``. The five
-LPIPS linear layers (1 x 1 convolutions without bias on the channel-normalised squared
-feature differences) load from the ``lpips`` package's ``weights/v0.1/alex.pth``
-(keys ``lin{0..4}.model.1.weight``).
+ImageNet weights load unchanged. The five LPIPS linear layers (1 x 1 convolutions without
+bias on the channel-normalised squared feature differences) use the ``lpips`` package's key
+layout (``lin{0..4}.model.1.weight``).
 
-Weights are searched on disk only (nothing is downloaded):
+Weights are searched on disk only (nothing is downloaded here):
 
-1. a configured directory holding ``alexnet-owt-7be5be79.pth`` and ``alex.pth``;
-2. otherwise ``$TORCH_HOME/hub/checkpoints/alexnet-owt-7be5be79.pth`` (``TORCH_HOME``
+1. a given directory holding the AlexNet file (``alexnet.pth`` as
+   :mod:`stormfusion.verification.lpips_weights` converts it, or torchvision's
+   ``alexnet-owt-7be5be79.pth``) and ``alex.pth``;
+2. otherwise :func:`default_weights_dir` (``<python prefix>/share/stormfusion/lpips``, where
+   ``make setup`` and the container put the converted weights);
+3. otherwise ``$TORCH_HOME/hub/checkpoints/alexnet-owt-7be5be79.pth`` (``TORCH_HOME``
    defaulting to ``~/.cache/torch``) and ``weights/v0.1/alex.pth`` inside an installed
    ``lpips`` package.
 
-Where they are absent, :func:`find_lpips_weights` says why and LPIPS is reported as
-``n/a``: a number from random weights is never reported.
+Where they are absent, :func:`find_lpips_weights` says why and :func:`load_lpips` raises:
+a number from random weights is never reported.
 
 VIL is fed per frame, repeated to 3 channels and scaled to [-1, 1] (``x / 255 * 2 - 1``).
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -32,11 +36,15 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
+from stormfusion.data.sevir import VIL_MAX
 from stormfusion.errors import StormFusionError
 
 logger = logging.getLogger(__name__)
 
+#: torchvision's AlexNet weights file.
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+#: The AlexNet file the converter writes (same keys as torchvision's).
+CONVERTED_ALEXNET_FILE = "alexnet.pth"
 LINEAR_FILE = "alex.pth"
 #: Channels of the five AlexNet stages LPIPS compares (after relu1 .. relu5).
 CHANNELS = (64, 192, 384, 256, 256)
@@ -118,8 +126,8 @@ class LPIPS(nn.Module):
         Each frame is repeated to 3 channels and scaled to [-1, 1].
         """
         p = self.shift.device
-        x = (forecast.to(p, torch.float32) / 255.0 * 2.0 - 1.0)[:, None].expand(-1, 3, -1, -1)
-        y = (truth.to(p, torch.float32) / 255.0 * 2.0 - 1.0)[:, None].expand(-1, 3, -1, -1)
+        x = (forecast.to(p, torch.float32) / VIL_MAX * 2.0 - 1.0)[:, None].expand(-1, 3, -1, -1)
+        y = (truth.to(p, torch.float32) / VIL_MAX * 2.0 - 1.0)[:, None].expand(-1, 3, -1, -1)
         return self(x, y)
 
     def load_weights(self, alexnet_path: Path, linear_path: Path) -> LPIPS:
@@ -187,37 +195,55 @@ def _lpips_package_file() -> Path | None:
     return Path(spec.origin).parent / "weights" / "v0.1" / LINEAR_FILE
 
 
+def default_weights_dir() -> Path:
+    """Where ``stormfusion lpips-weights`` puts the converted weights by default."""
+    return Path(sys.prefix) / "share" / "stormfusion" / "lpips"
+
+
+def _in_directory(d: Path) -> LpipsWeights:
+    alex = next((d / n for n in (CONVERTED_ALEXNET_FILE, ALEXNET_FILE) if (d / n).is_file()), None)
+    lin = d / LINEAR_FILE
+    absent = [] if alex else [f"{d / CONVERTED_ALEXNET_FILE} (or {ALEXNET_FILE})"]
+    absent += [] if lin.is_file() else [str(lin)]
+    if absent:
+        return LpipsWeights(None, None, f"LPIPS weights not found: {', '.join(absent)}")
+    return LpipsWeights(alex, lin)
+
+
 def find_lpips_weights(directory: str | os.PathLike[str] | None = None) -> LpipsWeights:
     """Locate the two weight files (see the module docstring); never downloads."""
     if directory is not None:
-        d = Path(directory)
-        alex, lin = d / ALEXNET_FILE, d / LINEAR_FILE
-        absent = [str(p) for p in (alex, lin) if not p.is_file()]
-        if absent:
-            return LpipsWeights(None, None, f"LPIPS weights not found: {', '.join(absent)}")
-        return LpipsWeights(alex, lin)
+        return _in_directory(Path(directory))
+    installed = _in_directory(default_weights_dir())
+    if installed.available:
+        return installed
     alex = _torch_home() / "hub" / "checkpoints" / ALEXNET_FILE
     lin_path = _lpips_package_file()
-    reasons = []
+    reasons = [f"{default_weights_dir()} holds no converted weights (run 'make setup')"]
     if not alex.is_file():
         reasons.append(f"{alex} is absent (torchvision's AlexNet weights)")
     if lin_path is None:
         reasons.append("the lpips package (linear-layer weights) is not installed")
     elif not lin_path.is_file():
         reasons.append(f"{lin_path} is absent")
-    if reasons:
+    if len(reasons) > 1:
         return LpipsWeights(None, None, "LPIPS weights not found: " + "; ".join(reasons))
     return LpipsWeights(alex, lin_path)
 
 
 def load_lpips(
-    directory: str | os.PathLike[str] | None = None, device: torch.device | str = "cpu"
-) -> tuple[LPIPS | None, str]:
-    """The LPIPS network with real weights on ``device``, or (None, reason) when absent."""
-    found = find_lpips_weights(directory)
+    weights_dir: str | os.PathLike[str] | None = None, device: torch.device | str = "cpu"
+) -> LPIPS:
+    """The LPIPS network with real weights on ``device``: inputs (B, 3, H, W) in [-1, 1]
+    -> (B,).
+
+    Raises:
+        StormFusionError: the weights are absent (saying where they were looked for) or
+            unreadable.
+    """
+    found = find_lpips_weights(weights_dir)
     if found.alexnet is None or found.linear is None:
-        logger.warning("%s; LPIPS will be reported as n/a", found.reason)
-        return None, found.reason
+        raise StormFusionError(found.reason)
     model = LPIPS().load_weights(found.alexnet, found.linear).to(device)
     logger.info("LPIPS (alex v0.1) loaded from %s and %s", found.alexnet, found.linear)
-    return model, ""
+    return model
