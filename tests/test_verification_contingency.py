@@ -16,7 +16,9 @@ THRESHOLDS = (16, 74, 133, 160, 181, 219)
 
 
 def _brute(forecast: np.ndarray, truth: np.ndarray, t: float) -> tuple[int, int, int, int]:
-    f, o = forecast >= t, truth >= t
+    """Counts over the truth pixels that are data (255 = missing is left out)."""
+    ok = truth <= 254
+    f, o = forecast[ok] >= t, truth[ok] >= t
     return int((f & o).sum()), int((~f & o).sum()), int((f & ~o).sum()), int((~f & ~o).sum())
 
 
@@ -46,7 +48,7 @@ def test_undefined_scores_are_nan() -> None:
 @pytest.mark.parametrize("dtype", ["uint8", "float"])
 def test_agrees_with_pysteps(dtype: str) -> None:
     rng = np.random.default_rng(1)
-    truth = rng.gamma(0.6, 60.0, size=(3, 4, 32, 32)).clip(0, 255)
+    truth = rng.gamma(0.6, 60.0, size=(3, 4, 32, 32)).clip(0, 254)
     fcst = (truth + rng.normal(0, 30, truth.shape)).clip(0, 255)
     if dtype == "uint8":
         truth, fcst = np.round(truth).astype(np.uint8), np.round(fcst).astype(np.uint8)
@@ -59,10 +61,10 @@ def test_agrees_with_pysteps(dtype: str) -> None:
         ref = det_cat_fct(
             fcst.astype(float), truth.astype(float), thr, ["POD", "FAR", "CSI", "BIAS"]
         )
-        assert s.pod_all[k] == pytest.approx(ref["POD"], rel=1e-12)
-        assert s.sucr_all[k] == pytest.approx(1.0 - ref["FAR"], rel=1e-12)
-        assert s.csi_all[k] == pytest.approx(ref["CSI"], rel=1e-12)
-        assert s.bias_all[k] == pytest.approx(ref["BIAS"], rel=1e-12)
+        assert s.overall["pod"][k] == pytest.approx(ref["POD"], rel=1e-12)
+        assert s.overall["sucr"][k] == pytest.approx(1.0 - ref["FAR"], rel=1e-12)
+        assert s.overall["csi"][k] == pytest.approx(ref["CSI"], rel=1e-12)
+        assert s.overall["bias"][k] == pytest.approx(ref["BIAS"], rel=1e-12)
 
 
 def test_counts_match_brute_force_per_lead_and_event() -> None:
@@ -84,7 +86,7 @@ def test_counts_match_brute_force_per_lead_and_event() -> None:
 def test_merging_halves_equals_whole() -> None:
     rng = np.random.default_rng(3)
     f = torch.from_numpy(rng.uniform(0, 255, size=(6, 2, 16, 16)))
-    o = torch.from_numpy(rng.uniform(0, 255, size=(6, 2, 16, 16)))
+    o = torch.from_numpy(rng.uniform(0, 254, size=(6, 2, 16, 16)))
     events = ["e1", "e2", "e1", "e3", "e3", "e4"]
     for pooling in (None, Pooling("max", 4), Pooling("avg", 4)):
         whole = ContingencyCounts.init(2, pooling=pooling).accumulate(f, o, events)
@@ -105,7 +107,7 @@ def test_merge_refuses_different_thresholds() -> None:
 def test_integer_and_float_inputs_count_alike() -> None:
     rng = np.random.default_rng(4)
     f = rng.integers(0, 256, size=(2, 2, 8, 8)).astype(np.uint8)
-    o = rng.integers(0, 256, size=(2, 2, 8, 8)).astype(np.uint8)
+    o = rng.integers(0, 255, size=(2, 2, 8, 8)).astype(np.uint8)
     a = count_batch(torch.from_numpy(f), torch.from_numpy(o), THRESHOLDS)
     b = count_batch(torch.from_numpy(f).float(), torch.from_numpy(o).double(), THRESHOLDS)
     assert torch.equal(a, b)
@@ -122,7 +124,7 @@ def test_pooled_csi_hand_built() -> None:
     truth[0, 0, 1, 1] = 200.0  # one storm pixel...
     fcst[0, 0, 2, 2] = 200.0  # ...forecast one pixel off, inside the same 4 x 4 block
     pixel = ContingencyCounts.init(1, thresholds=(181,)).accumulate(fcst, truth).compute()
-    assert pixel.csi_all[0] == 0.0
+    assert pixel.overall["csi"][0] == 0.0
     pooled = ContingencyCounts.init(1, thresholds=(181,), pooling=Pooling("max", 4))
     c = pooled.accumulate(fcst, truth).totals()[0, 0]
     assert c.tolist() == [1, 0, 0, 3]  # the block is a hit, the other three blocks are quiet
@@ -147,9 +149,9 @@ def test_csi_m_pooled_and_per_lead_differ() -> None:
     # lead 0: ten storm pixels, all hit; lead 1: one storm pixel, missed
     truth = torch.zeros(1, 2, 4, 4)
     fcst = torch.zeros(1, 2, 4, 4)
-    truth[0, 0].view(-1)[:10] = 255.0
-    fcst[0, 0].view(-1)[:10] = 255.0
-    truth[0, 1, 0, 0] = 255.0
+    truth[0, 0].view(-1)[:10] = 254.0
+    fcst[0, 0].view(-1)[:10] = 254.0
+    truth[0, 1, 0, 0] = 254.0
     s = ContingencyCounts.init(2).accumulate(fcst, truth).compute()
     assert s.csi_m == pytest.approx(10 / 11)  # as published: counts pooled over leads
     assert s.csi_m_per_lead == pytest.approx(0.5)  # mean of 1 and 0
@@ -170,7 +172,7 @@ def test_bad_shapes_are_refused() -> None:
 
 def test_out_of_range_and_fractional_values() -> None:
     x = torch.tensor([-3.0, -0.5, 15.99, 16.0, 300.0, 218.9, 219.0]).reshape(1, 1, 1, 7)
-    observed = torch.full_like(x, 255.0)
+    observed = torch.full_like(x, 254.0)
     c = count_batch(x, observed, (16, 219))
     assert c[0, 0, 0, :2].tolist() == [4, 3]  # 16.0, 300, 218.9, 219 reach 16
     assert c[0, 1, 0, :2].tolist() == [2, 5]  # 300, 219 reach 219

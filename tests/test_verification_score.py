@@ -69,7 +69,8 @@ def test_score_persistence_against_brute_force(tmp_path: Path) -> None:
     err = persistence.astype(float) - case.truth
     assert summary["mse"] == pytest.approx(np.mean(err**2))
     assert summary["mae"] == pytest.approx(np.mean(np.abs(err)))
-    assert summary["lpips"] is None and "not found" in summary["lpips_reason"]
+    assert summary["lpips"] > 0 and summary["lpips_reason"] is None  # real LPIPS (make setup)
+    assert summary["excluded"] == {"truth_pixels": 0, "frames_skipped_by_ssim_msssim_lpips": 0}
     assert summary["data_fingerprint"] == "fp-verification-test"
     assert summary["n_events"] == 3 and summary["n_samples"] == 9
     with np.load(out / "run.counts.npz") as data:
@@ -90,6 +91,8 @@ def test_perfect_forecast_scores_one(tmp_path: Path) -> None:
     defined = [v for v in summary["csi"].values() if v is not None]
     assert defined and all(v == 1.0 for v in defined)
     assert summary["mse"] == 0.0 and summary["ssim"] == pytest.approx(1.0)
+    assert summary["lpips"] == pytest.approx(0.0, abs=1e-6)  # LPIPS(x, x) = 0
+    assert summary["conservation"] == 0.0
     assert summary["csi_m"] == 1.0 and summary["pooled"]["max4"]["csi_m"] == 1.0
 
 
@@ -117,3 +120,86 @@ def test_forecasts_from_other_data_are_refused(
     rc, _ = _score(tmp_path, path, case.zarr_dir, case.windows_csv)
     assert rc == 2
     assert "another" in capsys.readouterr().err
+
+
+def test_missing_truth_is_excluded_from_every_score(tmp_path: Path) -> None:
+    case = make_case(tmp_path, missing=5)
+    assert (case.truth == 255).sum() == 5 * case.truth.shape[0] * T_OUT
+    persistence = np.where(case.last_input == 255, 0, case.last_input)
+    persistence = np.repeat(persistence[:, None], T_OUT, axis=1)
+    path = write_forecast_store(
+        case.forecast_path("p"), persistence, case.windows, "p", "persistence"
+    )
+    rc, out = _score(tmp_path, path, case.zarr_dir, case.windows_csv)
+    assert rc == 0
+    summary = json.loads((out / "run.json").read_text())
+    ok = case.truth != 255
+    err = persistence.astype(float) - case.truth
+    assert summary["mse"] == pytest.approx(np.mean(err[ok] ** 2))
+    csis = []
+    for t in THRESHOLDS:
+        h, m, f = brute_counts(persistence, case.truth, t)
+        if h + m + f:
+            csis.append(h / (h + m + f))
+    assert summary["csi_m"] == pytest.approx(np.mean(csis))
+    n_frames = case.truth.shape[0] * T_OUT
+    assert summary["excluded"] == {
+        "truth_pixels": int((~ok).sum()),
+        "frames_skipped_by_ssim_msssim_lpips": n_frames,  # every frame has a missing pixel
+    }
+    assert summary["ssim"] is None and summary["lpips"] is None
+    # a 4 x 4 cell holding a missing truth pixel is not counted at all
+    cells = (32 // 4) ** 2 * n_frames
+    assert 0 < summary["pooled"]["max4"]["excluded_cells"] <= 5 * n_frames < cells
+    assert "255 = missing" in summary["protocol"]["missing_values"]
+
+
+def _forecast_with(case_root: Path, name: str, forecast: np.ndarray, case: object) -> Path:
+    return write_forecast_store(
+        case_root / "results" / "forecasts" / f"{name}.zarr",
+        forecast,
+        case.windows,  # type: ignore[attr-defined]
+        name,
+        "persistence",
+        dtype="float32",
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "message"), [(np.nan, "NaN, infinite or outside"), (300.0, "outside 0..255")]
+)
+def test_bad_forecast_values_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: float, message: str
+) -> None:
+    case = make_case(tmp_path, n_events=2)
+    forecast = case.truth.astype(np.float32)
+    forecast[4, 1, 2, 3] = value
+    path = _forecast_with(tmp_path, "bad", forecast, case)
+    rc, out = _score(tmp_path, path, case.zarr_dir, case.windows_csv)
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "sample 4" in err
+    assert str(case.windows["event_id"][4]) in err and "bad.zarr" in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_lead_count_mismatch_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    case = make_case(tmp_path, n_events=2)
+    path = _forecast_with(tmp_path, "short", case.truth[:, :-1].astype(np.float32), case)
+    rc, _ = _score(tmp_path, path, case.zarr_dir, case.windows_csv)
+    assert rc == 2 and f"have {T_OUT} target frames" in capsys.readouterr().err
+
+
+def test_truth_with_a_deleted_chunk_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    case = make_case(tmp_path, n_events=2)
+    path = write_forecast_store(
+        case.forecast_path("p"), case.truth, case.windows, "p", "persistence"
+    )
+    chunk = case.zarr_dir / "vil.zarr" / "vil" / "c" / "1" / "0" / "0" / "0"
+    assert chunk.is_file()
+    chunk.unlink()  # event row 1, frames 0..6: the targets of its first window
+    rc, out = _score(tmp_path, path, case.zarr_dir, case.windows_csv)
+    err = capsys.readouterr().err
+    assert rc == 2 and "absent" in err and str(case.windows["event_id"][3]) in err
+    assert "vil.zarr" in err and not (out / "run.json").exists()

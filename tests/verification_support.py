@@ -52,8 +52,16 @@ def write_vil_store(zarr_dir: Path, fields: dict[str, np.ndarray]) -> Path:
         },
         attrs={"data_fingerprint": FINGERPRINT},
     )
+    ds.attrs["all_chunks_written"] = True  # as convert writes the archive
     path = zarr_dir / "vil.zarr"
-    ds.to_zarr(path, mode="w", consolidated=False)
+    ds.to_zarr(
+        path,
+        mode="w",
+        consolidated=False,
+        zarr_format=3,
+        write_empty_chunks=True,
+        encoding={"vil": {"chunks": (1, 7, size, size)}},
+    )
     return path
 
 
@@ -82,9 +90,10 @@ def write_forecast_store(
     model: str,
     split: str = "val",
     fingerprint: str = FINGERPRINT,
+    dtype: str = "uint8",
 ) -> Path:
     ds = xr.Dataset(
-        {"forecast": (("sample", "lead", "y", "x"), forecast.astype(np.uint8))},
+        {"forecast": (("sample", "lead", "y", "x"), forecast.astype(dtype))},
         coords={
             "event_id": ("sample", np.array(windows["event_id"].astype(str), dtype=object)),
             "window_start": ("sample", windows["window_start"].to_numpy(dtype=np.int64)),
@@ -118,10 +127,16 @@ class Case:
         return self.root / "results" / "forecasts" / f"{run}.zarr"
 
 
-def make_case(root: Path, n_events: int = 3, size: int = 32, seed: int = 0) -> Case:
+def make_case(
+    root: Path, n_events: int = 3, size: int = 32, seed: int = 0, missing: int = 0
+) -> Case:
+    """A VIL store, windows and paths; ``missing`` pixels per event and frame set to 255."""
     rng = np.random.default_rng(seed)
     events = [f"S{700000 + i}" for i in range(n_events)]
     fields = {e: storm_frames(rng, size) for e in events}
+    for frames in fields.values():
+        for frame in frames:
+            frame.reshape(-1)[rng.choice(size * size, missing, replace=False)] = 255
     zarr_dir = root / "interim" / "zarr"
     zarr_dir.mkdir(parents=True)
     write_vil_store(zarr_dir, fields)
@@ -146,5 +161,7 @@ def make_case(root: Path, n_events: int = 3, size: int = 32, seed: int = 0) -> C
 
 
 def brute_counts(forecast: np.ndarray, truth: np.ndarray, t: float) -> tuple[int, int, int]:
-    f, o = forecast >= t, truth >= t
+    """Hits, misses, false alarms over the truth pixels that are not missing (255)."""
+    ok = truth != 255
+    f, o = forecast[ok] >= t, truth[ok] >= t
     return int((f & o).sum()), int((~f & o).sum()), int((f & ~o).sum())

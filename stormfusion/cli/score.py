@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "score a run's forecast store against the VIL truth (CSI, POD, SUCR, BIAS, MSE, SSIM, LPIPS)"
+HELP = (
+    "score a run's forecast store against the VIL truth (CSI, HSS, POD, SUCR, BIAS, MSE, "
+    "SSIM, MS-SSIM, LPIPS, conservation)"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,8 +19,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lpips-weights",
         type=Path,
         default=None,
-        help="directory with alexnet-owt-7be5be79.pth and alex.pth "
-        "(default: $TORCH_HOME/hub/checkpoints and the lpips package)",
+        help="directory with alexnet.pth (or alexnet-owt-7be5be79.pth) and alex.pth; must "
+        "exist (default: where 'stormfusion lpips-weights' installs them, then "
+        "$TORCH_HOME/hub/checkpoints and the lpips package; LPIPS is n/a when none is found)",
+    )
+    parser.add_argument(
+        "--windows-manifest",
+        type=Path,
+        default=None,
+        help="windows_manifest.json of the split step: its digest is declared in the scores "
+        "(absent: declared 'unknown')",
     )
     parser.add_argument("--out-csv", required=True, type=Path, help="RUN.csv")
     parser.add_argument("--out-json", required=True, type=Path, help="RUN.json")
@@ -41,4 +52,5 @@ def run(args: argparse.Namespace) -> None:
         lpips_weights=args.lpips_weights,
         batch_size=args.batch_size,
         device=args.device,
+        windows_manifest=args.windows_manifest,
     )

@@ -465,6 +465,9 @@ def convert_modality(
         str(meta["data_fingerprint"]),
     )
     ds.attrs["chunking"] = layout.describe()
+    # every chunk is written, even an all-zero one, so that an absent chunk file is damage
+    # (zarr would read it as its fill value 0 without a word); the score step checks this
+    ds.attrs["all_chunks_written"] = True
     encoding = {modality: layout.encoding(size)}
     start = time.perf_counter()
     logger.info(
@@ -479,7 +482,13 @@ def convert_modality(
     )
     with atomic_path(final) as tmp:
         write = ds.to_zarr(
-            tmp, mode="w", zarr_format=3, consolidated=False, compute=False, encoding=encoding
+            tmp,
+            mode="w",
+            zarr_format=3,
+            consolidated=False,
+            compute=False,
+            encoding=encoding,
+            write_empty_chunks=True,
         )
         dask.compute(write, scheduler="threads", num_workers=workers)
         verified = verify_store(tmp, root, modality, sources, verify_events)

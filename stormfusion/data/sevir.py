@@ -50,6 +50,8 @@ PROJ: Final = "+proj=laea +lat_0=38 +lon_0=-98 +units=m +a=6370997.0 +ellps=sphe
 VIL_MISSING: Final = 255
 #: Stored value meaning "missing", per modality that has one.
 MISSING_VALUES: Final[dict[str, int]] = {"vil": VIL_MISSING}
+#: Largest digital VIL value: the 0..255 scale's range (scores' data range, /255 scalings).
+VIL_MAX: Final = 255
 #: VIL verification thresholds on the 0..255 scale.
 VIL_THRESHOLDS: Final = (16, 74, 133, 160, 181, 219)
 

@@ -1,8 +1,10 @@
 """Streaming contingency counts per event, threshold and lead time.
 
-The SEVIR definition (see ``shared/SEVIR_FORMAT.md``): at threshold ``t`` on the 0..255 VIL
-scale an event is ``value >= t``; hits, misses and false alarms are summed over the whole
-set (all pixels of all samples) before any score is divided out. The counts here are kept
+The SEVIR definition: at threshold ``t`` on the 0..255 VIL scale an event is
+``value >= t``; hits, misses and false alarms are summed over the whole set (all pixels of
+all samples) before any score is divided out. Truth pixels outside [0, 254] (255 = missing)
+are not counted at all (:mod:`stormfusion.verification.masking`); after pooling, a cell
+with any missing truth pixel is not counted. The counts here are kept
 per *event* (the SEVIR event id, i.e. all windows of one storm together) so that bootstrap
 intervals can resample events; summing over events gives the set's counts.
 
@@ -18,14 +20,14 @@ Usage (streaming, mergeable across chunks and processes)::
     for forecast, truth, event_ids in batches:         # (B, L, H, W) each
         counts.accumulate(forecast, truth, event_ids)
     total = counts.merge(other_chunk_counts)
-    scores = total.compute()                            # POD/SUCR/CSI/BIAS, CSI-M
+    scores = total.compute()                            # every CATEGORICAL_SCORES, CSI-M
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -33,20 +35,17 @@ from torch import Tensor
 
 from stormfusion.data.sevir import VIL_THRESHOLDS
 from stormfusion.errors import StormFusionError
+from stormfusion.verification.events import ALL_EVENTS, EventTable, sample_ids
+from stormfusion.verification.masking import pooled_valid, valid_truth
 from stormfusion.verification.pooling import Pooling
 from stormfusion.verification.scores import (
+    CATEGORICAL_SCORES,
     COUNT_NAMES,
-    bias,
-    csi,
     csi_m_by_lead,
     csi_m_per_lead,
     csi_m_pooled,
-    pod,
-    sucr,
+    threshold_mean,
 )
-
-#: Event id used when a caller does not say which event a sample belongs to.
-ALL_EVENTS = "all"
 
 
 def _codes(x: Tensor, thresholds: Sequence[float]) -> tuple[Tensor, list[int]]:
@@ -75,11 +74,13 @@ def _codes(x: Tensor, thresholds: Sequence[float]) -> tuple[Tensor, list[int]]:
     return codes, list(range(1, len(thresholds) + 1))
 
 
-def _histograms(codes: Tensor) -> Tensor:
-    """Histogram of uint8 ``codes`` (B, L, H, W) over 0..255 per (sample, lead): (B, L, 256)."""
+def _histograms(codes: Tensor, valid: Tensor) -> Tensor:
+    """Histogram of uint8 ``codes`` (B, L, H, W) over 0..255 per (sample, lead), counting
+    only the pixels where ``valid``: (B, L, 256)."""
     b, n_leads = codes.shape[:2]
-    flat = codes.reshape(b * n_leads, -1)
-    hist = torch.stack([torch.bincount(row, minlength=256) for row in flat])
+    # invalid pixels land in bins 256..511, which are dropped
+    flat = (codes.to(torch.int64) + 256 * (~valid).to(torch.int64)).reshape(b * n_leads, -1)
+    hist = torch.stack([torch.bincount(row, minlength=512)[:256] for row in flat])
     return hist.reshape(b, n_leads, 256)
 
 
@@ -89,6 +90,7 @@ def count_batch(
     thresholds: Sequence[float],
     groups: Tensor | None = None,
     n_groups: int = 1,
+    valid: Tensor | None = None,
 ) -> Tensor:
     """Contingency counts of one batch.
 
@@ -103,6 +105,7 @@ def count_batch(
         thresholds: T ascending thresholds; an event is ``value >= threshold``.
         groups: (B,) int64 group (event) index of each sample in [0, n_groups); None = all 0.
         n_groups: number of groups G.
+        valid: (B, L, H, W) bool, the pixels to count (None: all).
 
     Returns:
         int64 tensor (G, T, L, 4) of hits, misses, false alarms, correct negatives
@@ -120,8 +123,9 @@ def count_batch(
     b, n_leads = forecast.shape[:2]
     fc, levels = _codes(forecast, thr)
     oc, _ = _codes(truth.to(device), thr)
+    ok = torch.ones_like(fc, dtype=torch.bool) if valid is None else valid.to(device)
     hist = torch.stack(
-        [_histograms(fc), _histograms(oc), _histograms(torch.minimum(fc, oc))]
+        [_histograms(fc, ok), _histograms(oc, ok), _histograms(torch.minimum(fc, oc), ok)]
     )  # (3, B, L, 256)
     if groups is None:
         groups = torch.zeros(b, dtype=torch.int64, device=device)
@@ -141,28 +145,41 @@ def count_batch(
 
 @dataclass(frozen=True)
 class CategoricalScores:
-    """Scores of a set of counts (see :mod:`stormfusion.verification.scores`).
+    """Every score of :data:`~stormfusion.verification.scores.CATEGORICAL_SCORES` from a set
+    of counts.
 
-    Per-lead arrays are (T, L); ``*_all`` arrays are (T,) from counts summed over leads.
+    ``by_lead[name]`` is (T, L); ``overall[name]`` is (T,), from the counts summed over leads.
     """
 
     thresholds: tuple[float, ...]
     counts: np.ndarray  # (T, L, 4)
-    pod: np.ndarray
-    sucr: np.ndarray
-    csi: np.ndarray
-    bias: np.ndarray
-    pod_all: np.ndarray
-    sucr_all: np.ndarray
-    csi_all: np.ndarray
-    bias_all: np.ndarray
+    by_lead: dict[str, np.ndarray]
+    overall: dict[str, np.ndarray]
+    threshold_mean: dict[str, float]  # overall[name] averaged over the defined thresholds
     csi_m: float  # as published: counts pooled over leads, mean over thresholds
     csi_m_per_lead: float  # mean over leads of the per-lead CSI, mean over thresholds
     csi_m_by_lead: np.ndarray  # (L,)
 
 
+def categorical_scores(counts: np.ndarray, thresholds: Sequence[float]) -> CategoricalScores:
+    """All registered scores of the set's counts (T, L, 4), per lead and pooled over leads."""
+    c = np.asarray(counts)
+    pooled = c.sum(axis=1)
+    overall = {name: CATEGORICAL_SCORES.get(name)(pooled) for name in CATEGORICAL_SCORES}
+    return CategoricalScores(
+        thresholds=tuple(float(t) for t in thresholds),
+        counts=c,
+        by_lead={name: CATEGORICAL_SCORES.get(name)(c) for name in CATEGORICAL_SCORES},
+        overall=overall,
+        threshold_mean={name: float(threshold_mean(v)) for name, v in overall.items()},
+        csi_m=float(csi_m_pooled(c)),
+        csi_m_per_lead=float(csi_m_per_lead(c)),
+        csi_m_by_lead=csi_m_by_lead(c),
+    )
+
+
 @dataclass
-class ContingencyCounts:
+class ContingencyCounts(EventTable):
     """Hits, misses, false alarms and correct negatives per event, threshold and lead.
 
     Attributes:
@@ -173,11 +190,9 @@ class ContingencyCounts:
         table: int64 array (E, T, L, 4), counts in ``COUNT_NAMES`` order.
     """
 
-    thresholds: tuple[float, ...]
-    n_leads: int
+    thresholds: tuple[float, ...] = tuple(float(t) for t in VIL_THRESHOLDS)
+    n_leads: int = 1
     pooling: Pooling | None = None
-    events: list[str] = field(default_factory=list)
-    table: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0, 4), np.int64))
 
     @classmethod
     def init(
@@ -188,47 +203,51 @@ class ContingencyCounts:
     ) -> ContingencyCounts:
         """Empty counts for ``n_leads`` lead times."""
         thr = tuple(float(t) for t in thresholds)
-        return cls(thr, n_leads, pooling, [], np.zeros((0, len(thr), n_leads, 4), np.int64))
+        return cls.from_table([], np.zeros((0, len(thr), n_leads, 4), np.int64), thr, pooling)
 
-    def _event_indices(self, event_ids: Sequence[str]) -> list[int]:
-        index = {e: i for i, e in enumerate(self.events)}
-        out = []
-        for e in event_ids:
-            if e not in index:
-                index[e] = len(self.events)
-                self.events.append(e)
-            out.append(index[e])
-        grow = len(self.events) - self.table.shape[0]
-        if grow:
-            pad = np.zeros((grow, *self.table.shape[1:]), np.int64)
-            self.table = np.concatenate([self.table, pad])
-        return out
+    @classmethod
+    def from_table(
+        cls,
+        events: Sequence[str],
+        table: np.ndarray,
+        thresholds: Sequence[float],
+        pooling: Pooling | None = None,
+    ) -> ContingencyCounts:
+        """Counts restored from a saved state: ``table`` (E, T, L, 4) for ``events``."""
+        t = np.asarray(table, dtype=np.int64)
+        thr = tuple(float(x) for x in thresholds)
+        if t.ndim != 4 or t.shape[0] != len(events) or t.shape[1] != len(thr) or t.shape[3] != 4:
+            raise StormFusionError(
+                f"contingency table of shape {t.shape} does not fit {len(events)} events, "
+                f"{len(thr)} thresholds and the 4 counts"
+            )
+        return cls(list(events), t.copy(), thr, int(t.shape[2]), pooling)
 
     def accumulate(
         self, forecast: Tensor, truth: Tensor, event_ids: Sequence[str] | None = None
     ) -> ContingencyCounts:
         """Add the counts of a batch: forecast and truth (B, L, H, W), 0..255 VIL.
 
-        ``event_ids`` names the event of each of the B samples (default: one group
-        :data:`ALL_EVENTS`). Returns ``self``.
+        Truth pixels outside [0, 254] are not counted; after pooling, neither is a cell
+        holding any of them. ``event_ids`` names the event of each of the B samples
+        (default: one group :data:`ALL_EVENTS`). Returns ``self``.
         """
         if forecast.dim() != 4 or forecast.shape[1] != self.n_leads:
             raise StormFusionError(
                 f"expected forecasts of shape (sample, {self.n_leads} leads, y, x), "
                 f"got {tuple(forecast.shape)}"
             )
-        ids = [ALL_EVENTS] * forecast.shape[0] if event_ids is None else list(event_ids)
-        if len(ids) != forecast.shape[0]:
-            raise StormFusionError(f"{len(ids)} event ids for {forecast.shape[0]} samples")
+        ids = sample_ids(event_ids, forecast.shape[0])
         local = sorted(set(ids))
         pos = {e: i for i, e in enumerate(local)}
         groups = torch.tensor([pos[e] for e in ids], dtype=torch.int64)
         truth = truth.to(forecast.device)
+        valid = valid_truth(truth)
         if self.pooling is not None:
+            valid = pooled_valid(valid, self.pooling.size)
             forecast, truth = self.pooling.apply(forecast), self.pooling.apply(truth)
-        counts = count_batch(forecast, truth, self.thresholds, groups, len(local))
-        rows = self._event_indices(local)
-        self.table[rows] += counts.cpu().numpy()
+        counts = count_batch(forecast, truth, self.thresholds, groups, len(local), valid)
+        self.add(local, counts.cpu().numpy())
         return self
 
     def merge(self, other: ContingencyCounts) -> ContingencyCounts:
@@ -241,11 +260,8 @@ class ContingencyCounts:
             raise StormFusionError(
                 "cannot merge contingency counts with different thresholds, leads or pooling"
             )
-        out = ContingencyCounts(
-            self.thresholds, self.n_leads, self.pooling, list(self.events), self.table.copy()
-        )
-        rows = out._event_indices(other.events)
-        np.add.at(out.table, rows, other.table)
+        out = ContingencyCounts.from_table(self.events, self.table, self.thresholds, self.pooling)
+        out.add(other.events, other.table)
         return out
 
     def totals(self) -> np.ndarray:
@@ -253,24 +269,8 @@ class ContingencyCounts:
         return self.table.sum(axis=0)
 
     def compute(self) -> CategoricalScores:
-        """POD, SUCR, CSI, BIAS per threshold and lead, over leads, and both CSI-M."""
-        c = self.totals()
-        pooled = c.sum(axis=1)
-        return CategoricalScores(
-            thresholds=self.thresholds,
-            counts=c,
-            pod=pod(c),
-            sucr=sucr(c),
-            csi=csi(c),
-            bias=bias(c),
-            pod_all=pod(pooled),
-            sucr_all=sucr(pooled),
-            csi_all=csi(pooled),
-            bias_all=bias(pooled),
-            csi_m=float(csi_m_pooled(c)),
-            csi_m_per_lead=float(csi_m_per_lead(c)),
-            csi_m_by_lead=csi_m_by_lead(c),
-        )
+        """Every registered score per threshold and lead, over leads, and both CSI-M."""
+        return categorical_scores(self.totals(), self.thresholds)
 
 
 __all__ = [
@@ -278,5 +278,6 @@ __all__ = [
     "COUNT_NAMES",
     "CategoricalScores",
     "ContingencyCounts",
+    "categorical_scores",
     "count_batch",
 ]

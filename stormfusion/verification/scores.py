@@ -8,6 +8,7 @@ lead, event, bootstrap replicate...). Scores follow the SEVIR paper:
 - SUCR = H / (H + F)  (success ratio, 1 - FAR)
 - CSI  = H / (H + M + F)
 - BIAS = (H + F) / (H + M)
+- HSS  = 2 (H N - M F) / ((H + M)(M + N) + (H + F)(F + N))  (Heidke skill score)
 
 A score whose denominator is zero (no event observed or forecast) is NaN, never 0.
 
@@ -71,12 +72,25 @@ def bias(counts: np.ndarray) -> np.ndarray:
     return _ratio(c[..., HITS] + c[..., FALSE_ALARMS], c[..., HITS] + c[..., MISSES])
 
 
+@CATEGORICAL_SCORES.register("hss")
+def hss(counts: np.ndarray) -> np.ndarray:
+    """Heidke skill score: accuracy beyond chance, 2 (HN - MF) / ((H+M)(M+N) + (H+F)(F+N))."""
+    c = np.asarray(counts, dtype=np.float64)
+    h, m, f, n = (c[..., k] for k in (HITS, MISSES, FALSE_ALARMS, CORRECT_NEGATIVES))
+    return _ratio(2.0 * (h * n - m * f), (h + m) * (m + n) + (h + f) * (f + n))
+
+
 def _nanmean(x: np.ndarray, axis: int | tuple[int, ...]) -> np.ndarray:
     """Mean ignoring NaN; NaN (without a warning) where every value is NaN."""
     finite = np.isfinite(x)
     total = np.where(finite, x, 0.0).sum(axis=axis)
     n = finite.sum(axis=axis)
     return _ratio(total, n)
+
+
+def threshold_mean(values: np.ndarray) -> np.ndarray:
+    """Mean over the last (threshold) axis, leaving out undefined (NaN) thresholds."""
+    return _nanmean(np.asarray(values, dtype=np.float64), axis=-1)
 
 
 def csi_m_pooled(counts: np.ndarray) -> np.ndarray:

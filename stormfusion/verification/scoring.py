@@ -1,22 +1,24 @@
-"""The ``score`` step: one run's forecasts against the truth, written as CSV, JSON and counts.
+"""The ``score`` step: one run's forecasts against the truth, written as CSV, JSON and state.
 
 Forecasts come from the run's forecast store (``RESULTS/forecasts/RUN.zarr``: variable
-``forecast`` (sample, lead, y, x) uint8 VIL with coordinates ``event_id``, ``window_start``,
-``lead_time`` and attributes ``run``, ``model``, ``model_args``, ``split``, ``provenance``).
-The truth is read through the training loader's target path
-(:class:`stormfusion.data.dataset.SevirWindowDataset` with ``modalities=()``) on the
-forecast's grid, so truth and training targets share one code path; every forecast sample
-must be the loader's sample at the same position (same event id and window start).
+``forecast`` (sample, lead, y, x) VIL 0..255 with coordinates ``event_id``,
+``window_start``, ``lead_time`` and attributes ``run``, ``model``, ``model_args``,
+``split``, ``provenance`` and, from ``predict``, the forecast latency). The truth is the VIL
+store's target frames with missing values kept (:mod:`stormfusion.verification.truth`);
+every forecast sample must be the split's window at the same position.
+
+Inputs are checked before anything is written: a forecast with NaN or values outside
+0..255, a grid or lead count other than the truth's, a truth store with absent chunk files:
+one error naming the store, the event and what is wrong.
 
 Outputs:
 
-- ``RUN.csv``: one row per (pooling, threshold, lead) with the four counts and POD, SUCR,
-  CSI, BIAS, plus a row per (pooling, threshold) with the counts pooled over leads
-  (``lead = all``);
-- ``RUN.json``: the summary (CSI-M both ways, CSI/POD/SUCR/BIAS per threshold, pooled CSI,
-  MSE, MAE, SSIM, LPIPS or ``null`` with the reason, the same by lead, provenance);
-- ``RUN.counts.npz``: per-event counts and sums, what the report needs for bootstrap
-  intervals and pooled scores (see :func:`write_counts`).
+- ``RUN.csv``: one row per (pooling, threshold, lead) with the four counts and every
+  registered categorical score, plus a row per (pooling, threshold) with the counts pooled
+  over leads (``lead = all``);
+- ``RUN.json``: :meth:`ScoreAccumulator.summary` with the protocol declaration;
+- ``RUN.counts.npz``: the accumulators' state (:meth:`ScoreAccumulator.save`), from which
+  the report recomputes the same numbers.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import math
 import os
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,81 +36,24 @@ import numpy as np
 import pandas as pd
 import torch
 import xarray as xr
+from tqdm import tqdm
 
-from stormfusion.data.sevir import VIL_THRESHOLDS
+from stormfusion.data.sevir import VIL_MAX, VIL_THRESHOLDS
 from stormfusion.errors import StormFusionError
-from stormfusion.io import atomic_path, write_json_atomic, write_text_atomic
+from stormfusion.io import write_json_atomic, write_text_atomic
 from stormfusion.provenance import provenance
-from stormfusion.verification.contingency import CategoricalScores, ContingencyCounts
-from stormfusion.verification.continuous import SUM_NAMES, ContinuousScores, ContinuousSums
+from stormfusion.verification.accumulator import ScoreAccumulator, threshold_key
+from stormfusion.verification.continuous import msssim_min_size
 from stormfusion.verification.lpips import LPIPS, load_lpips
 from stormfusion.verification.pooling import DEFAULT_POOLINGS
+from stormfusion.verification.protocol import declaration, manifest_digest
 from stormfusion.verification.scores import COUNT_NAMES
+from stormfusion.verification.truth import TruthWindows
 
 logger = logging.getLogger(__name__)
 
-#: Label of the unpooled (pixel) counts in the CSV's ``pool`` column and the npz keys.
-PIXEL = "none"
-
-
-@dataclass
-class ScoreAccumulator:
-    """Everything the score step streams over: counts (pixel and pooled), sums, LPIPS."""
-
-    counts: dict[str, ContingencyCounts]
-    sums: ContinuousSums
-    lpips: LPIPS | None
-    lpips_sum: dict[str, np.ndarray]  # event -> (L, 2): sum of LPIPS, frames
-
-    @classmethod
-    def init(cls, n_leads: int, lpips: LPIPS | None = None) -> ScoreAccumulator:
-        counts = {PIXEL: ContingencyCounts.init(n_leads, VIL_THRESHOLDS)}
-        for p in DEFAULT_POOLINGS:
-            counts[p.name] = ContingencyCounts.init(n_leads, VIL_THRESHOLDS, p)
-        return cls(counts, ContinuousSums.init(n_leads), lpips, {})
-
-    @property
-    def n_leads(self) -> int:
-        return self.sums.n_leads
-
-    def accumulate(self, forecast: torch.Tensor, truth: torch.Tensor, event_ids: list[str]) -> None:
-        """Add a batch: forecast and truth (B, L, H, W) 0..255 VIL, the B samples' event ids."""
-        for c in self.counts.values():
-            c.accumulate(forecast, truth, event_ids)
-        self.sums.accumulate(forecast, truth, event_ids)
-        if self.lpips is not None:
-            b, n_leads, h, w = forecast.shape
-            dist = self.lpips.vil_distance(forecast.reshape(-1, h, w), truth.reshape(-1, h, w))
-            d = dist.reshape(b, n_leads).double().cpu().numpy()
-            for i, e in enumerate(event_ids):
-                acc = self.lpips_sum.setdefault(e, np.zeros((n_leads, 2)))
-                acc[:, 0] += d[i]
-                acc[:, 1] += 1.0
-
-    @property
-    def events(self) -> list[str]:
-        return sorted(self.counts[PIXEL].events)
-
-
-def _aligned(events: list[str], own: list[str], table: np.ndarray) -> np.ndarray:
-    pos = {e: i for i, e in enumerate(own)}
-    return table[[pos[e] for e in events]]
-
-
-def _finite(x: float) -> float | None:
-    return None if not math.isfinite(x) else float(x)
-
-
-def _finite_list(xs: np.ndarray) -> list[float | None]:
-    return [_finite(float(v)) for v in np.asarray(xs, dtype=np.float64).ravel()]
-
-
-def _plain(t: float) -> int | float:
-    return int(t) if float(t).is_integer() else float(t)
-
-
-def _threshold_key(t: float) -> str:
-    return str(int(t)) if float(t).is_integer() else str(t)
+#: Forecast attributes that say how long a forecast took (written by ``predict``).
+LATENCY_ATTRS = ("latency_s_per_sample", "latency_device")
 
 
 # ----------------------------------------------------------------------------- input
@@ -151,180 +95,170 @@ def forecast_provenance(ds: xr.Dataset) -> dict[str, Any]:
     return dict(prov) if isinstance(prov, Mapping) else {}
 
 
-def truth_dataset(
-    truth: str | os.PathLike[str], windows: str | os.PathLike[str], split: str, image_size: int
-) -> Any:
-    """The loader's target-only view of the VIL store ``truth`` (must be named vil.zarr)."""
-    from stormfusion.data.dataset import SevirWindowDataset
+def check_forecast_values(
+    forecast: torch.Tensor, source: Path, event_ids: list[str], lo: int
+) -> None:
+    """Refuse NaN, infinities and values outside 0..255 (naming store, sample and event)."""
+    if forecast.dtype == torch.uint8:
+        return
+    f = forecast.to(torch.float64)
+    bad = ~torch.isfinite(f) | (f < 0) | (f > VIL_MAX)
+    if bool(bad.any()):
+        b = int(torch.nonzero(bad.flatten(1).any(dim=1))[0, 0])
+        values = f[b][bad[b]]
+        raise StormFusionError(
+            f"{source}: forecast sample {lo + b} (event {event_ids[b]}) holds "
+            f"{int(bad[b].sum())} value(s) that are NaN, infinite or outside 0..{VIL_MAX} "
+            f"(e.g. {float(values[0])})"
+        )
 
-    tp = Path(truth)
-    if tp.name != "vil.zarr":
-        raise StormFusionError(f"{tp}: the truth must be the VIL store 'vil.zarr'")
-    if not tp.exists():
-        raise StormFusionError(f"{tp}: truth store does not exist")
-    return SevirWindowDataset(
-        zarr_dir=tp.parent, windows=windows, split=split, modalities=(), image_size=image_size
-    )
+
+def check_grid(ds: xr.Dataset, truth: TruthWindows, source: Path) -> None:
+    """The forecast store's lead count and grid must be the truth's."""
+    n_leads, height, width = ds.sizes["lead"], ds.sizes["y"], ds.sizes["x"]
+    if height != width:
+        raise StormFusionError(f"{source}: forecasts are {height} x {width}, expected square")
+    if n_leads != truth.output_frames:
+        raise StormFusionError(
+            f"{source}: {n_leads} lead times, but the windows of split {truth.split!r} have "
+            f"{truth.output_frames} target frames"
+        )
+    if ds.sizes["sample"] != len(truth):
+        raise StormFusionError(
+            f"{source}: {ds.sizes['sample']} forecast samples but the windows table has "
+            f"{len(truth)} samples in split {truth.split!r}"
+        )
 
 
 def _batches(
-    ds: xr.Dataset, truth: Any, batch_size: int, source: Path
+    ds: xr.Dataset, truth: TruthWindows, batch_size: int, source: Path
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
-    """(forecast, truth, event ids) batches, checking each sample against the loader's."""
+    """(forecast, truth, event ids) batches, each sample checked against the truth's window."""
     n = ds.sizes["sample"]
-    if len(truth) != n:
-        raise StormFusionError(
-            f"{source}: {n} forecast samples but the windows table has {len(truth)} samples "
-            f"in split {ds.attrs['split']!r}"
-        )
     event_ids = [str(e) for e in ds["event_id"].values]
     starts = [int(s) for s in ds["window_start"].values]
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
-        items = [truth[i] for i in range(lo, hi)]
-        for i, item in zip(range(lo, hi), items, strict=True):
-            if (str(item["event_id"]), int(item["window_start"])) != (event_ids[i], starts[i]):
+        for i in range(lo, hi):
+            w = truth.windows[i]
+            if (w.event_id, w.window_start) != (event_ids[i], starts[i]):
                 raise StormFusionError(
                     f"{source}: forecast sample {i} is event {event_ids[i]} window start "
-                    f"{starts[i]}, but the truth's sample {i} is event {item['event_id']} "
-                    f"window start {int(item['window_start'])}: forecasts and windows differ"
+                    f"{starts[i]}, but the truth's sample {i} is event {w.event_id} window "
+                    f"start {w.window_start}: forecasts and windows differ"
                 )
-        target = torch.stack([torch.as_tensor(item["target"]) for item in items])
+        target = torch.stack([truth.read(i) for i in range(lo, hi)])
         forecast = torch.from_numpy(np.asarray(ds["forecast"][lo:hi].values))
         if forecast.shape != target.shape:
             raise StormFusionError(
-                f"{source}: forecast batch {tuple(forecast.shape)} and truth "
-                f"{tuple(target.shape)} differ in shape"
+                f"{source}: forecast batch {tuple(forecast.shape)} (events "
+                f"{event_ids[lo]}..{event_ids[hi - 1]}) and truth {tuple(target.shape)} from "
+                f"{truth.path} differ in shape"
             )
+        check_forecast_values(forecast, source, event_ids[lo:hi], lo)
         yield forecast, target, event_ids[lo:hi]
 
 
 # ----------------------------------------------------------------------------- output
 
 
-def score_table(acc: ScoreAccumulator, lead_times: list[int]) -> pd.DataFrame:
-    """The CSV: counts and scores per (pooling, threshold, lead) and pooled over leads."""
+def score_table(acc: ScoreAccumulator) -> pd.DataFrame:
+    """The CSV: counts and every categorical score per (pooling, threshold, lead) and over
+    leads (``lead_time`` = ``all``)."""
     rows: list[dict[str, Any]] = []
-    for pool, counts in acc.counts.items():
-        s = counts.compute()
+    for pool in acc.counts:
+        s = acc.categorical(pool)
         pooled = s.counts.sum(axis=1)
         for k, t in enumerate(s.thresholds):
-            cells = [(str(lt), s.counts[k, j], j) for j, lt in enumerate(lead_times)]
+            cells = [(str(lt), s.counts[k, j], j) for j, lt in enumerate(acc.lead_times)]
             cells.append(("all", pooled[k], -1))
             for lead, c, j in cells:
-                row: dict[str, Any] = {"pool": pool, "threshold": _plain(t), "lead_time": lead}
+                row: dict[str, Any] = {"pool": pool, "threshold": threshold_key(t)}
+                row["lead_time"] = lead
                 row.update({name: int(c[i]) for i, name in enumerate(COUNT_NAMES)})
-                src = (
-                    (s.pod_all, s.sucr_all, s.csi_all, s.bias_all)
-                    if j < 0
-                    else (s.pod[:, j], s.sucr[:, j], s.csi[:, j], s.bias[:, j])
-                )
-                for name, arr in zip(("pod", "sucr", "csi", "bias"), src, strict=True):
+                for name in s.overall:
+                    arr = s.overall[name] if j < 0 else s.by_lead[name][:, j]
                     row[name] = float(arr[k])
                 rows.append(row)
     return pd.DataFrame(rows)
 
 
-def summary(
-    acc: ScoreAccumulator,
-    lead_times: list[int],
-    attrs: Mapping[str, Any],
-    prov: dict[str, Any],
-    lpips_reason: str,
-    n_samples: int,
-) -> dict[str, Any]:
-    """The JSON summary (NaN written as null)."""
-    s: CategoricalScores = acc.counts[PIXEL].compute()
-    cont: ContinuousScores = acc.sums.compute()
-    keys = [_threshold_key(t) for t in s.thresholds]
-    lp_by_lead = np.full(acc.n_leads, np.nan)
-    lp_all = math.nan
-    if acc.lpips is not None and acc.lpips_sum:
-        tot = np.sum(list(acc.lpips_sum.values()), axis=0)  # (L, 2)
-        lp_by_lead = tot[:, 0] / np.maximum(tot[:, 1], 1)
-        lp_all = float(tot[:, 0].sum() / max(tot[:, 1].sum(), 1))
-    pooled = {}
-    for name, counts in acc.counts.items():
-        if name == PIXEL:
-            continue
-        ps = counts.compute()
-        pooled[name] = {
-            "csi_m": _finite(ps.csi_m),
-            "csi_m_per_lead": _finite(ps.csi_m_per_lead),
-            "csi": dict(zip(keys, _finite_list(ps.csi_all), strict=True)),
-        }
-    own = provenance(data_fingerprint=prov.get("data_fingerprint"))
+def _lpips_network(
+    weights: str | os.PathLike[str] | None, device: torch.device
+) -> tuple[LPIPS | None, str]:
+    """The LPIPS network, or (None, why) when no weights are installed and none were named."""
+    if weights is not None and not Path(weights).is_dir():
+        raise StormFusionError(f"--lpips-weights {weights}: directory does not exist")
+    try:
+        return load_lpips(weights, device), ""
+    except StormFusionError as exc:
+        if weights is not None:
+            raise
+        logger.warning("%s; LPIPS will be reported as n/a", exc)
+        return None, str(exc)
+
+
+def _meta(ds: xr.Dataset, truth: TruthWindows, digest: str, lpips_reason: str) -> dict[str, Any]:
+    """Run description, protocol and provenance saved with the state."""
+    prov = forecast_provenance(ds)
+    size = int(ds.sizes["y"])
+    lead_times = [int(v) for v in ds["lead_time"].values]
+    small = size < msssim_min_size()
+    latency = {k: ds.attrs.get(k) for k in LATENCY_ATTRS}
     return {
-        "run": attrs.get("run"),
-        "model": attrs.get("model"),
-        "model_args": attrs.get("model_args"),
-        "split": attrs.get("split"),
-        "n_samples": n_samples,
-        "n_events": len(acc.events),
-        "thresholds": [_plain(t) for t in s.thresholds],
-        "event_definition": "value >= threshold (0..255 VIL)",
-        "lead_times": lead_times,
-        "csi_m": _finite(s.csi_m),
-        "csi_m_definition": (
-            "counts pooled over lead times, CSI per threshold, mean over thresholds"
+        "run": ds.attrs.get("run"),
+        "model": ds.attrs.get("model"),
+        "model_args": ds.attrs.get("model_args"),
+        "split": truth.split,
+        "n_samples": int(ds.sizes["sample"]),
+        "cells_per_frame": {p.name: (size // p.size) ** 2 for p in DEFAULT_POOLINGS},
+        "latency_s_per_sample": latency["latency_s_per_sample"],
+        "latency_device": latency["latency_device"],
+        "protocol": declaration(
+            input_frames=truth.input_frames,
+            output_frames=truth.output_frames,
+            lead_times=lead_times,
+            thresholds=VIL_THRESHOLDS,
+            image_size=size,
+            split=truth.split,
+            digest=digest,
         ),
-        "csi_m_per_lead": _finite(s.csi_m_per_lead),
-        "csi": dict(zip(keys, _finite_list(s.csi_all), strict=True)),
-        "pod": dict(zip(keys, _finite_list(s.pod_all), strict=True)),
-        "sucr": dict(zip(keys, _finite_list(s.sucr_all), strict=True)),
-        "bias": dict(zip(keys, _finite_list(s.bias_all), strict=True)),
-        "pooled": pooled,
-        "mse": _finite(cont.mse),
-        "mae": _finite(cont.mae),
-        "mse_01": _finite(cont.mse_01),
-        "mae_01": _finite(cont.mae_01),
-        "ssim": _finite(cont.ssim),
-        "lpips": _finite(lp_all),
-        "lpips_reason": lpips_reason or None,
-        "by_lead": {
-            "lead_time": lead_times,
-            "csi_m": _finite_list(s.csi_m_by_lead),
-            "csi": {k: _finite_list(s.csi[i]) for i, k in enumerate(keys)},
-            "mse": _finite_list(cont.mse_by_lead),
-            "mae": _finite_list(cont.mae_by_lead),
-            "ssim": _finite_list(cont.ssim_by_lead),
-            "lpips": _finite_list(lp_by_lead),
+        "reasons": {
+            "lpips": lpips_reason or None,
+            "msssim": (
+                f"frames of {size} px are smaller than the {msssim_min_size()} px MS-SSIM's "
+                "five scales need"
+                if small
+                else None
+            ),
         },
-        "provenance": {"forecast": prov, "scoring": own},
-        "data_fingerprint": prov.get("data_fingerprint"),
+        "provenance": {
+            "forecast": prov,
+            "scoring": provenance(data_fingerprint=prov.get("data_fingerprint")),
+        },
+        "data_fingerprint": prov.get("data_fingerprint") or truth.data_fingerprint or None,
     }
 
 
-def write_counts(
-    path: str | os.PathLike[str], acc: ScoreAccumulator, lead_times: list[int]
-) -> None:
-    """Write the per-event arrays (events sorted by id) to ``path`` (.npz).
-
-    Keys: ``event_ids`` (E,) str; ``thresholds`` (T,); ``lead_times`` (L,) minutes;
-    ``count_names`` (4,); ``counts`` (E, T, L, 4) int64 pixel counts; ``counts_<pool>`` the
-    same after pooling (``max4``, ``max16``, ``avg4``, ``avg16``); ``sums`` (E, L, 5) with
-    ``sum_names`` (sse, sae, n_pixels, ssim_sum, n_frames; 0..255 scale); ``lpips`` (E, L, 2)
-    LPIPS sum and frame count (all zero when LPIPS is n/a).
-    """
-    events = acc.events
-    arrays: dict[str, Any] = {
-        "event_ids": np.array(events, dtype=np.str_),
-        "thresholds": np.array(VIL_THRESHOLDS, dtype=np.float64),
-        "lead_times": np.array(lead_times, dtype=np.int64),
-        "count_names": np.array(COUNT_NAMES, dtype=np.str_),
-        "sum_names": np.array(SUM_NAMES, dtype=np.str_),
-    }
-    for name, c in acc.counts.items():
-        key = "counts" if name == PIXEL else f"counts_{name}"
-        arrays[key] = _aligned(events, c.events, c.table)
-    arrays["sums"] = _aligned(events, acc.sums.events, acc.sums.table)
-    arrays["lpips"] = (
-        np.stack([acc.lpips_sum.get(e, np.zeros((acc.n_leads, 2))) for e in events])
-        if events
-        else np.zeros((0, acc.n_leads, 2))
-    )
-    with atomic_path(path) as tmp, tmp.open("wb") as fh:
-        np.savez(fh, **arrays)
+def _open_inputs(
+    forecast: str | os.PathLike[str],
+    truth: str | os.PathLike[str],
+    windows: str | os.PathLike[str],
+) -> tuple[xr.Dataset, TruthWindows]:
+    fpath = Path(forecast)
+    ds = open_forecast(fpath)
+    if ds.sizes["sample"] == 0:
+        raise StormFusionError(f"{fpath}: the forecast store holds no samples")
+    truth_windows = TruthWindows(truth, windows, str(ds.attrs["split"]), int(ds.sizes["y"]))
+    check_grid(ds, truth_windows, fpath)
+    theirs = forecast_provenance(ds).get("data_fingerprint")
+    ours = truth_windows.data_fingerprint
+    if ours and theirs and ours != theirs:
+        raise StormFusionError(
+            f"{fpath}: forecasts were made from data {theirs} but the truth store {truth} is "
+            f"data {ours}"
+        )
+    return ds, truth_windows
 
 
 def score_run(
@@ -337,60 +271,53 @@ def score_run(
     lpips_weights: str | os.PathLike[str] | None = None,
     batch_size: int = 8,
     device: str | None = None,
+    windows_manifest: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
-    """Score one forecast store; write the CSV, JSON and counts; return the summary."""
+    """Score one forecast store; write the CSV, JSON and state; return the summary."""
     if batch_size < 1:
         raise StormFusionError(f"--batch-size must be >= 1, got {batch_size}")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     fpath = Path(forecast)
-    ds = open_forecast(fpath)
-    n_samples = ds.sizes["sample"]
-    if n_samples == 0:
-        raise StormFusionError(f"{fpath}: the forecast store holds no samples")
-    height, width = ds.sizes["y"], ds.sizes["x"]
-    if height != width:
-        raise StormFusionError(f"{fpath}: forecasts are {height} x {width}, expected square")
-    split = str(ds.attrs["split"])
-    truth_ds = truth_dataset(truth, windows, split, height)
-    prov = forecast_provenance(ds)
-    truth_fp = getattr(truth_ds, "data_fingerprint", None)
-    if truth_fp and prov.get("data_fingerprint") and truth_fp != prov["data_fingerprint"]:
-        raise StormFusionError(
-            f"{fpath}: forecasts were made from data {prov['data_fingerprint']} but the truth "
-            f"store {truth} is data {truth_fp}"
-        )
+    ds, truth_windows = _open_inputs(fpath, truth, windows)
+    digest = manifest_digest(windows_manifest)
+    net, reason = _lpips_network(lpips_weights, dev)
     lead_times = [int(v) for v in ds["lead_time"].values]
-    net, reason = load_lpips(lpips_weights, dev)
-    acc = ScoreAccumulator.init(len(lead_times), net)
+    acc = ScoreAccumulator.init(lead_times, net)
+    acc.meta = _meta(ds, truth_windows, digest, reason)
+    n = ds.sizes["sample"]
     logger.info(
-        "scoring %s: %d samples, %d leads, %d x %d, split %s, on %s",
+        "scoring %s: %d samples, %d leads, split %s, on %s",
         fpath,
-        n_samples,
+        n,
         len(lead_times),
-        height,
-        width,
-        split,
+        truth_windows.split,
         dev,
     )
-    for f, t, ids in _batches(ds, truth_ds, batch_size, fpath):
-        acc.accumulate(f.to(dev), t.to(dev), ids)
-    table = score_table(acc, lead_times)
-    result = summary(acc, lead_times, ds.attrs, prov, reason, n_samples)
-    if result["data_fingerprint"] is None and truth_fp:
-        result["data_fingerprint"] = truth_fp
-    write_counts(out_counts, acc, lead_times)
-    write_text_atomic(out_csv, table.to_csv(index=False))
+    with tqdm(total=n, unit="sample", desc="score", mininterval=30.0) as bar:
+        for f, t, ids in _batches(ds, truth_windows, batch_size, fpath):
+            acc.accumulate(f.to(dev), t.to(dev), ids)
+            bar.update(len(ids))
+    result = acc.summary()
+    acc.save(out_counts)
+    write_text_atomic(out_csv, score_table(acc).to_csv(index=False))
     write_json_atomic(out_json, result)
+    _log_result(result)
+    return result
+
+
+def _log_result(result: Mapping[str, Any]) -> None:
     logger.info(
-        "%s: CSI-M %.4f (pooled over leads), %.4f (per lead); MSE %.2f; SSIM %.4f; LPIPS %s",
+        "%s: CSI-M %.4f (pooled over leads), %.4f (per lead); HSS-74 %s; MSE %.2f; SSIM %.4f; "
+        "LPIPS %s; %d truth pixels excluded",
         result["run"],
         _or_nan(result["csi_m"]),
         _or_nan(result["csi_m_per_lead"]),
+        result["hss"].get("74"),
         _or_nan(result["mse"]),
         _or_nan(result["ssim"]),
         "n/a" if result["lpips"] is None else f"{result['lpips']:.4f}",
+        result["excluded"]["truth_pixels"],
     )
-    return result
 
 
 def _or_nan(x: float | None) -> float:

@@ -24,11 +24,13 @@ rule score_model:
         runtime=rule_resources("score_model", "runtime", 30),
     params:
         lpips=lpips_option(),
+        # the split step's manifest (its digest is declared in the scores; "unknown" if absent)
+        manifest=f"{INTERIM}/windows_manifest.json",
     shell:
         "stormfusion score --forecast {input.forecast:q} --truth {input.vil:q}"
-        " --windows {input.windows:q} {params.lpips} --out-csv {output.csv:q}"
-        " --out-json {output.summary:q} --out-counts {output.counts:q}"
-        " --config-hash {CONFIG_HASH} > {log:q} 2>&1"
+        " --windows {input.windows:q} --windows-manifest {params.manifest:q} {params.lpips}"
+        " --out-csv {output.csv:q} --out-json {output.summary:q}"
+        " --out-counts {output.counts:q} --config-hash {CONFIG_HASH} > {log:q} 2>&1"
 
 
 rule make_report:
