@@ -14,9 +14,12 @@ from PIL import Image
 from stormfusion.cli import main
 from stormfusion.models import get_model
 from stormfusion.report.inputs import RunScores, RunSpec
-from stormfusion.report.reference import Protocol, reference_table
+from stormfusion.report.reference import PUBLISHED, SEED_STAGE4, Protocol, reference_table
 from stormfusion.report.stats import compute_stats
 from stormfusion.report.tables import write_table
+from stormfusion.verification.accumulator import ScoreAccumulator
+from stormfusion.verification.contingency import ContingencyCounts
+from stormfusion.verification.continuous import SUM_NAMES, ContinuousSums
 from stormfusion.verification.scoring import score_run
 from tests.verification_support import T_IN, T_OUT, Case, make_case, write_forecast_store
 
@@ -168,8 +171,7 @@ def test_main_table(report: tuple[Case, Path, int]) -> None:
         "unet2d",
         "sgt",
     ]  # no ablation, reference first
-    raw = pd.read_csv(results / "tables" / "main.csv", keep_default_na=False)
-    assert (raw["lpips"] == "n/a").all()
+    assert (main_csv["lpips"] > 0).all()  # real LPIPS (weights from make setup)
     assert (main_csv["config_hash"] == "cfg123abc456").all()
     assert (main_csv["data_fingerprint"] == "fp-verification-test").all()
     assert (
@@ -185,8 +187,12 @@ def test_main_table(report: tuple[Case, Path, int]) -> None:
     assert by.loc["sgt", "csi_m"] == pytest.approx(summary["csi_m"])
     assert by.loc["sgt", "csi_m"] > by.loc["unet2d", "csi_m"]  # less noise, better CSI
     md = (results / "tables" / "main.md").read_text()
-    assert "LPIPS n/a: LPIPS weights not found" in md
+    assert "LPIPS n/a" not in md and "MS-SSIM n/a: frames of 32 px" in md
     assert "Provenance: config cfg123abc456 | data fp-verification-test" in md
+    # every table declares its protocol
+    assert "Protocol: 4 -> 3 frames (32 px), split 'val', windows manifest unknown" in md
+    assert "VIL >= threshold (16, 74, 133, 160, 181, 219)" in md and "255 = missing" in md
+    assert "x / 255 * 2 - 1" in md and "kernel = stride = 4 and 16 px" in md
     tex = (results / "tables" / "main.tex").read_text()
     assert r"\begin{tabular}" in tex and "cfg123abc456" in tex and "n/a" in tex
 
@@ -232,6 +238,18 @@ def test_reference_protocol() -> None:
     assert not Protocol(13, 12, 384, False).matches()[0]  # synthetic twin
     assert not Protocol(13, 12, 384, None).matches()[0]
     assert not Protocol(12, 6, 384, True).matches()[0]
+    # the seed's Stage-4 numbers: 12 -> 1, per-batch means, best of epochs; never a target
+    seed = [p for p in PUBLISHED if p.protocol == SEED_STAGE4]
+    assert seed and seed[0].numbers == {
+        "csi_74": 0.818,
+        "csi_181": 0.499,
+        "csi_219": 0.334,
+        "lpips": 0.137,
+    }
+    assert "12 -> 1 frames" in SEED_STAGE4.describe() and "per batch" in SEED_STAGE4.describe()
+    for ours in (Protocol(12, 6, 384, True), Protocol(12, 1, 384, True)):
+        ok, why = ours.comparable(SEED_STAGE4)
+        assert not ok and "not one we score" in why
 
 
 def test_report_refuses_scores_of_other_data(
@@ -267,6 +285,48 @@ def test_report_refuses_scores_of_other_data(
     assert "rescore" in capsys.readouterr().err
 
 
+def test_report_numbers_are_the_score_files_to_the_last_digit(
+    report: tuple[Case, Path, int],
+) -> None:
+    _, results, _ = report
+    main_csv = pd.read_csv(results / "tables" / "main.csv")
+    per_lead = pd.read_csv(results / "tables" / "per_lead.csv")
+    for run in ("persistence", "unet2d", "sgt"):
+        summary = json.loads((results / "scores" / f"{run}.json").read_text())
+        row = main_csv.set_index("model").loc[run]
+        assert row["csi_m"] == summary["csi_m"]
+        assert row["csi_m_per_lead"] == summary["csi_m_per_lead"]
+        for t, value in summary["csi"].items():
+            assert row[f"csi_{t}"] == value
+        for name in ("hss", "pod", "sucr", "bias"):
+            assert row[f"{name}_m"] == summary["threshold_mean"][name]
+        for name in ("mse", "mae", "mse_01", "mae_01", "ssim", "lpips", "conservation"):
+            assert row[name] == summary[name], name
+        assert row["csi_m_pool4"] == summary["pooled"]["max4"]["csi_m"]
+        assert row["csi_m_avgpool16"] == summary["pooled"]["avg16"]["csi_m"]
+        lead_rows = per_lead[per_lead["model"] == run].sort_values("lead_time")
+        assert lead_rows["csi_m"].tolist() == summary["by_lead"]["csi_m"]
+        assert lead_rows["mse"].tolist() == summary["by_lead"]["mse"]
+        assert lead_rows["lpips"].tolist() == summary["by_lead"]["lpips"]
+        assert lead_rows["csi_74"].tolist() == summary["by_lead"]["csi"]["74"]
+
+
+def test_report_holds_no_score_formula() -> None:
+    # scores are computed by stormfusion.verification only: report/ never imports the score
+    # functions, nor divides sums itself
+    import ast
+
+    folder = Path(__file__).resolve().parents[1] / "stormfusion" / "report"
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert node.module != "stormfusion.verification.scores", path
+                assert node.module != "stormfusion.verification.continuous" or all(
+                    a.name in {"ContinuousScores"} for a in node.names
+                ), path
+
+
 def _fake_scores(name: str, model: str, seed: int) -> RunScores:
     rng = np.random.default_rng(seed)
     events, n_t, n_l = [f"S{i}" for i in range(5)], 6, 12
@@ -280,27 +340,16 @@ def _fake_scores(name: str, model: str, seed: int) -> RunScores:
         ],
         axis=-1,
     )
-    sums = np.stack(
-        [
-            np.full((5, n_l), 4e5),
-            np.full((5, n_l), 3e4),
-            np.full((5, n_l), 1e4),
-            np.full((5, n_l), 2.4),
-            np.full((5, n_l), 3.0),
-        ],
-        axis=-1,
+    sums = np.zeros((5, n_l, len(SUM_NAMES)))
+    sums[..., SUM_NAMES.index("sse")] = 4e5
+    sums[..., SUM_NAMES.index("sae")] = 3e4
+    sums[..., SUM_NAMES.index("n_pixels")] = 1e4
+    acc = ScoreAccumulator(
+        {"none": ContingencyCounts.from_table(events, counts, (16, 74, 133, 160, 181, 219))},
+        ContinuousSums.from_table(events, sums),
+        list(range(5, 65, 5)),
     )
-    return RunScores(
-        spec=RunSpec(name, model),
-        summary={},
-        event_ids=events,
-        thresholds=np.array([16, 74, 133, 160, 181, 219], float),
-        lead_times=np.arange(5, 65, 5),
-        counts=counts,
-        pooled={},
-        sums=sums,
-        lpips=np.zeros((5, n_l, 2)),
-    )
+    return RunScores(spec=RunSpec(name, model), acc=acc, summary=acc.summary())
 
 
 def test_reference_table_beside_same_protocol(tmp_path: Path) -> None:
@@ -311,17 +360,32 @@ def test_reference_table_beside_same_protocol(tmp_path: Path) -> None:
     stats = compute_stats(scores, n_boot=50, seed=0)
     labels = ["16", "74", "133", "160", "181", "219"]
     prov = {"config_hash": "h", "data_fingerprint": "d", "package_version": "v", "git_commit": "c"}
-    table = reference_table(stats, labels, prov)
+    table = reference_table(stats, labels, prov, Protocol(13, 12, 384, True))
     write_table(table, tmp_path, prov)
     data = pd.read_csv(tmp_path / "reference.csv")
-    published = data[data["source"].str.startswith("Gao et al.")]
-    assert published["model"].tolist() == ["Persistence", "UNet", "ConvLSTM", "Earthformer"]
+    pooled = data[data["counts"] == "counts pooled over all lead times"]
+    published = pooled[pooled["source"].str.startswith("Gao et al.")]
+    assert published["model"].tolist() == [
+        "Persistence",
+        "UNet",
+        "PredRNN",
+        "ConvLSTM",
+        "Earthformer",
+    ]
     row = published.set_index("model").loc["Earthformer"]
     assert row["csi_m"] == 0.4419 and row["csi_219"] == 0.1791 and row["mse_1e3"] == 3.6957
-    ours = data[data["source"] == "this study"].set_index("model")
-    assert ours.loc["persistence", "csi_m"] == pytest.approx(
-        stats["persistence"].intervals.csi_m.value
-    )
+    # CasCast's re-scoring of the official checkpoint beside the paper's number
+    rescored = pooled[pooled["model"].str.contains("re-scored")]
+    assert rescored["csi_m"].tolist() == [0.4310] and "CasCast" in rescored["source"].iloc[0]
+    ours = pooled[pooled["source"] == "this study"].set_index("model")
+    assert ours.loc["persistence", "csi_m"] == stats["persistence"].categorical.csi_m
     assert ours.loc["persistence", "mse_1e3"] == pytest.approx(40.0 / 255**2 * 1e3)
+    # the per-lead group shows our per-lead CSI-M beside Earthformer's Table 13
+    per_lead = data[data["counts"] == "CSI per lead time, then averaged"].set_index("model")
+    assert per_lead.loc["Earthformer", "csi_m"] == 0.4359
+    assert per_lead.loc["persistence", "csi_m"] == stats["persistence"].categorical.csi_m_per_lead
+    # the seed's 12 -> 1, per-batch, best-of-epochs numbers are never beside a run
+    assert not data["model"].str.contains("seed").any()
     md = (tmp_path / "reference.md").read_text()
     assert "Published SEVIR reference numbers (separate from our results)" in md
+    assert "0.4419" in md and "0.4310" in md

@@ -12,16 +12,16 @@ Reads ``RESULTS/scores/RUN.{json,counts.npz}`` (all runs), ``RESULTS/forecasts/R
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from stormfusion.data.event_index import read_events_json
 from stormfusion.data.splits import read_windows
 from stormfusion.errors import StormFusionError
 from stormfusion.io import atomic_path, remove_path, write_json_atomic
@@ -35,9 +35,10 @@ from stormfusion.report.inputs import (
     parse_runs,
     read_metrics,
 )
-from stormfusion.report.reference import Protocol, reference_table
+from stormfusion.report.reference import Protocol, not_comparable, reference_table
 from stormfusion.report.stats import RunStats, compute_stats
 from stormfusion.report.tables import (
+    Table,
     ablation_table,
     main_table,
     per_lead_table,
@@ -53,6 +54,20 @@ PANEL_THRESHOLD = 133.0
 #: Model name whose explain() draws the storm-cell graph.
 GRAPH_MODEL = "sgt"
 SYNTHETIC_MANIFEST = "synthetic_manifest.json"
+#: What the data are, by ``Protocol.real_data``: in every caption, footer and the report.
+DATA_LABELS: dict[bool | None, str] = {
+    True: "real SEVIR archive",
+    False: "synthetic twin of SEVIR (tests the pipeline, not the models)",
+    None: "data source unknown",
+}
+
+
+def label_data(table: Table, real: bool | None) -> Table:
+    """The table with its data source in the title and a note."""
+    short = "synthetic twin" if real is False else DATA_LABELS[real]
+    return replace(
+        table, title=f"{table.title} ({short})", notes=(*table.notes, f"Data: {DATA_LABELS[real]}.")
+    )
 
 
 @dataclass(frozen=True)
@@ -68,18 +83,6 @@ class ReportOptions:
     panel_events: int = 2
     bootstrap: int = 1000
     seed: int = 0
-
-
-def _read_meta(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise StormFusionError(f"{path}: event metadata not found")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise StormFusionError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(meta, dict) or not meta.get("data_fingerprint"):
-        raise StormFusionError(f"{path}: no 'data_fingerprint'")
-    return meta
 
 
 def _check_fingerprints(scores: Mapping[str, RunScores], fingerprint: str, meta: Path) -> None:
@@ -246,50 +249,49 @@ def _graph_figure(
 # ----------------------------------------------------------------------------- main
 
 
-def make_report(options: ReportOptions) -> dict[str, Any]:
-    """Write every table and figure; return the report record (also tables/report.json)."""
-    if options.bootstrap < 0 or options.panel_events < 0:
-        raise StormFusionError("--bootstrap and --panel-events must be >= 0")
-    specs = parse_runs(options.runs)
-    meta = _read_meta(options.events_meta)
-    fingerprint = str(meta["data_fingerprint"])
-    prov = provenance(config_hash=options.config_hash, data_fingerprint=fingerprint)
-    scores = {name: load_scores(options.results, spec) for name, spec in specs.items()}
-    _check_fingerprints(scores, fingerprint, options.events_meta)
-    check_comparable(scores)
-    first = next(iter(scores.values()))
-    labels = [threshold_label(t) for t in first.thresholds]
-    lead_times = [int(v) for v in first.lead_times]
-    stats: dict[str, RunStats] = compute_stats(scores, options.bootstrap, options.seed)
-    ref = next(
-        (
-            s.name
-            for s in stats.values()
-            if s.vs_reference is not None and s.model == "persistence" and s.ablation_of is None
-        ),
-        None,
-    )
-
+def _write_tables(
+    options: ReportOptions,
+    stats: Mapping[str, RunStats],
+    ref: str | None,
+    protocol: Protocol,
+    prov: Mapping[str, str],
+) -> list[Table]:
+    """main, ablations, per_lead (and reference when a published protocol matches)."""
+    first = next(iter(stats.values()))
+    labels = [threshold_label(t) for t in first.categorical.thresholds]
+    lead_times = [int(v) for v in first.summary["lead_times"]]
     tables_dir = options.results / "tables"
     tables = [
         main_table(stats, labels, ref, prov, options.bootstrap, options.seed),
         ablation_table(stats, labels, prov, options.bootstrap, options.seed),
         per_lead_table(stats, labels, lead_times, prov),
     ]
-    stores = {name: open_forecast(options.results / "forecasts" / f"{name}.zarr") for name in specs}
-    size = int(next(iter(stores.values())).sizes["y"])
-    protocol = _protocol(options, meta, size)
     matches, why_not = protocol.matches()
     if matches:
-        tables.append(reference_table(stats, labels, prov))
+        tables.append(reference_table(stats, labels, prov, protocol))
     else:
         logger.info("published reference table left out: %s", why_not)
         for ext in ("csv", "md", "tex"):
             remove_path(tables_dir / f"reference.{ext}")
+    tables = [label_data(t, protocol.real_data) for t in tables]
     for table in tables:
         write_table(table, tables_dir, prov)
         logger.info("wrote %s/%s.{csv,md,tex}", tables_dir, table.name)
+    return tables
 
+
+def _write_figures(
+    options: ReportOptions,
+    specs: Mapping[str, RunSpec],
+    scores: Mapping[str, RunScores],
+    stores: Mapping[str, Any],
+    stats: Mapping[str, RunStats],
+    prov: Mapping[str, str],
+) -> tuple[list[str], dict[str, str], list[PanelWindow]]:
+    """Every figure into RESULTS/figures (replaced whole); (files, skipped, panels)."""
+    first = next(iter(stats.values()))
+    labels = [threshold_label(t) for t in first.categorical.thresholds]
+    lead_times = [int(v) for v in first.summary["lead_times"]]
     skipped: dict[str, str] = {}
     with atomic_path(options.results / "figures") as fig_dir:
         fig_dir.mkdir(parents=True)
@@ -302,7 +304,7 @@ def make_report(options: ReportOptions) -> dict[str, Any]:
                 if metrics is not None:
                     curves[spec.name] = metrics
         if curves:
-            figures.training_curves(curves, fig_dir, prov)
+            figures.training_curves(curves, list(specs), fig_dir, prov)
         else:
             skipped["training_curves"] = "no trained run has metrics.csv"
         panels = _panel_figures(options, scores, stores, fig_dir, prov)
@@ -312,6 +314,39 @@ def make_report(options: ReportOptions) -> dict[str, Any]:
         written = sorted(p.name for p in fig_dir.iterdir())
     for name, reason in skipped.items():
         logger.info("figure %s left out: %s", name, reason)
+    return written, skipped, panels
+
+
+def _reference_run(stats: Mapping[str, RunStats]) -> str | None:
+    return next(
+        (
+            s.name
+            for s in stats.values()
+            if s.vs_reference is not None and s.model == "persistence" and s.ablation_of is None
+        ),
+        None,
+    )
+
+
+def make_report(options: ReportOptions) -> dict[str, Any]:
+    """Write every table and figure; return the report record (also tables/report.json)."""
+    if options.bootstrap < 0 or options.panel_events < 0:
+        raise StormFusionError("--bootstrap and --panel-events must be >= 0")
+    specs = parse_runs(options.runs)
+    meta = read_events_json(options.events_meta)
+    fingerprint = str(meta["data_fingerprint"])
+    scores = {name: load_scores(options.results, spec) for name, spec in specs.items()}
+    _check_fingerprints(scores, fingerprint, options.events_meta)
+    check_comparable(scores)
+    stats: dict[str, RunStats] = compute_stats(scores, options.bootstrap, options.seed)
+    ref = _reference_run(stats)
+    stores = {name: open_forecast(options.results / "forecasts" / f"{name}.zarr") for name in specs}
+    protocol = _protocol(options, meta, int(next(iter(stores.values())).sizes["y"]))
+    prov = provenance(config_hash=options.config_hash, data_fingerprint=fingerprint)
+    prov["data_source"] = DATA_LABELS[protocol.real_data]
+    tables = _write_tables(options, stats, ref, protocol, prov)
+    written, skipped, panels = _write_figures(options, specs, scores, stores, stats, prov)
+    matches, why_not = protocol.matches()
     record = {
         "provenance": prov,
         "runs": list(specs),
@@ -320,16 +355,19 @@ def make_report(options: ReportOptions) -> dict[str, Any]:
             "seed": options.seed,
             "level": 0.95,
             "unit": "event",
-            "n_events": len(first.event_ids),
+            "n_events": len(next(iter(scores.values())).event_ids),
         },
         "reference_run": ref,
         "reference_table": matches,
         "reference_reason": why_not or None,
+        "published_not_comparable": not_comparable(protocol),
+        "data": DATA_LABELS[protocol.real_data],
+        "protocol": next(iter(stats.values())).summary.get("protocol"),
         "panels": [p.__dict__ for p in panels],
         "figures": written,
         "skipped_figures": skipped,
         "tables": [t.name for t in tables],
     }
-    write_json_atomic(tables_dir / "report.json", record)
+    write_json_atomic(options.results / "tables" / "report.json", record)
     logger.info("report: %d tables, %d figure files", len(tables), len(written))
     return record

@@ -22,18 +22,19 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from stormfusion.report.stats import RunStats
-from stormfusion.report.style import save_figure, vil_colormap
+from stormfusion.report.style import save_figure, vil_colorbar, vil_colormap
 
 logger = logging.getLogger(__name__)
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
-def _colours(n: int) -> list[Any]:
+def run_colours(runs: Sequence[str]) -> dict[str, Any]:
+    """One colour per run, from the order of all configured runs: the same in every figure."""
     from matplotlib import colormaps
 
-    cmap = colormaps["tab10"]
-    return [cmap(i % 10) for i in range(n)]
+    cmap = colormaps["tab10" if len(runs) <= 10 else "tab20"]
+    return {run: cmap(i % cmap.N) for i, run in enumerate(runs)}
 
 
 def csi_vs_lead(
@@ -49,12 +50,13 @@ def csi_vs_lead(
     rows = (n + cols - 1) // cols
     fig = Figure(figsize=(4.0 * cols, 3.2 * rows + 0.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, sharex=True, squeeze=False)).ravel()
-    colours = _colours(len(stats))
+    colours = run_colours(list(stats))
     for k, label in enumerate(labels):
         ax = axes[k]
-        for (name, s), colour in zip(stats.items(), colours, strict=True):
+        for name, s in stats.items():
             style = "--" if s.ablation_of else "-"
-            ax.plot(lead_times, s.csi_by_lead[k], style, marker="o", ms=3, color=colour, label=name)
+            csi = s.categorical.by_lead["csi"][k]
+            ax.plot(lead_times, csi, style, marker="o", ms=3, color=colours[name], label=name)
         ax.set_title(f"CSI, VIL >= {label}")
         ax.set_ylim(0.0, 1.0)
         ax.grid(alpha=0.3)
@@ -75,7 +77,7 @@ def performance_diagram(
     prov: Mapping[str, str],
 ) -> list[Path]:
     """POD against success ratio; CSI contours and frequency-bias lines in the background."""
-    fig = Figure(figsize=(6.5, 6.0), layout="constrained")
+    fig = Figure(figsize=(8.4, 6.2), layout="constrained")
     ax = fig.subplots()
     sr, pod_grid = np.meshgrid(np.linspace(0.001, 1, 200), np.linspace(0.001, 1, 200))
     csi_grid = 1.0 / (1.0 / sr + 1.0 / pod_grid - 1.0)
@@ -92,15 +94,16 @@ def performance_diagram(
         ax.annotate(
             f"{b:g}", (xe, ye), fontsize=7, color="0.3", xytext=(2, 2), textcoords="offset points"
         )
-    colours = _colours(len(stats))
-    for (name, s), colour in zip(stats.items(), colours, strict=True):
+    colours = run_colours(list(stats))
+    for name, s in stats.items():
+        sucr, pod = s.categorical.overall["sucr"], s.categorical.overall["pod"]
         for k in range(len(labels)):
-            if np.isfinite(s.sucr_all[k]) and np.isfinite(s.pod_all[k]):
+            if np.isfinite(sucr[k]) and np.isfinite(pod[k]):
                 ax.plot(
-                    s.sucr_all[k],
-                    s.pod_all[k],
+                    sucr[k],
+                    pod[k],
                     _MARKERS[k % len(_MARKERS)],
-                    color=colour,
+                    color=colours[name],
                     mec="k",
                     mew=0.4,
                     ms=7,
@@ -112,22 +115,31 @@ def performance_diagram(
     ax.set_ylim(0, 1)
     ax.set_xlabel("success ratio (1 - FAR)")
     ax.set_ylabel("probability of detection")
-    ax.set_title("Performance diagram (counts pooled over lead times; dotted: bias)", pad=14)
-    ax.legend(fontsize=7, loc="lower left", ncol=2)
+    ax.set_title(
+        "Performance diagram\n(counts pooled over lead times; dotted: frequency bias)", pad=14
+    )
+    # outside the axes, so that no point is hidden behind it
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=7, loc="outside right upper")
     return save_figure(fig, out_dir, "performance_diagram", prov)
 
 
 def training_curves(
-    curves: Mapping[str, pd.DataFrame], out_dir: Path, prov: Mapping[str, str]
+    curves: Mapping[str, pd.DataFrame],
+    runs: Sequence[str],
+    out_dir: Path,
+    prov: Mapping[str, str],
 ) -> list[Path]:
-    """Training (left) and validation (right) loss against epoch for every trained run."""
+    """Training (left) and validation (right) loss against epoch for every trained run
+    (colours by position in ``runs``, all configured runs)."""
     fig = Figure(figsize=(10, 4), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
-    colours = _colours(len(curves))
-    for (name, table), colour in zip(curves.items(), colours, strict=True):
+    colours = run_colours(runs)
+    for name, table in curves.items():
         for ax, column in zip(axes, ("train_loss", "val_loss"), strict=True):
             if column in table.columns and table[column].notna().any():
-                ax.plot(table["epoch"], table[column], marker="o", ms=3, color=colour, label=name)
+                ax.plot(
+                    table["epoch"], table[column], marker="o", ms=3, color=colours[name], label=name
+                )
     for ax, title in zip(axes, ("training loss", "validation loss"), strict=True):
         ax.set_title(title)
         ax.set_xlabel("epoch")
@@ -175,11 +187,11 @@ def forecast_panel(
         (run, f[leads], [f"+{lead_times[j]} min" for j in leads]) for run, f in forecasts.items()
     ]
     # a regular grid: fixed margins are as good as a layout engine here, and much faster
-    width, height = 1.7 * cols + 1.4, 1.8 * len(rows) + 1.1
+    width, height = 1.7 * cols + 2.1, 1.8 * len(rows) + 1.1
     fig = Figure(figsize=(width, height))
     fig.subplots_adjust(
         left=0.5 / width,
-        right=1.0 - 1.0 / width,
+        right=1.0 - 1.7 / width,
         bottom=0.4 / height,
         top=1.0 - 0.75 / height,
         wspace=0.06,
@@ -202,8 +214,8 @@ def forecast_panel(
             if c == 0:
                 ax.set_ylabel(label, fontsize=8)
     if image is not None:
-        bar = fig.add_axes((1.0 - 0.85 / width, 0.25, 0.15 / width, 0.5))
-        fig.colorbar(image, cax=bar, label="VIL (digital, 0..255)", extend="both")
+        bar = fig.add_axes((1.0 - 0.95 / width, 0.2, 0.12 / width, 0.6))
+        vil_colorbar(fig, image, bar)
     fig.suptitle(title, fontsize=9, y=1.0 - 0.15 / height, va="top")
     return save_figure(fig, out_dir, name, prov)
 

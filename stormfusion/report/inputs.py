@@ -2,8 +2,9 @@
 
 ``--runs`` is JSON (inline text or a file): ``{run: {model, args, ablation_of, trainable}}``.
 For each run the score step wrote ``RESULTS/scores/RUN.json`` (summary) and
-``RESULTS/scores/RUN.counts.npz`` (per-event counts; see
-:func:`stormfusion.verification.scoring.write_counts`).
+``RESULTS/scores/RUN.counts.npz``, the accumulators' state
+(:meth:`stormfusion.verification.accumulator.ScoreAccumulator.save`), from which the
+accumulators are rebuilt here; their ``summary()`` must give back the JSON's numbers.
 """
 
 from __future__ import annotations
@@ -18,11 +19,9 @@ import numpy as np
 import pandas as pd
 
 from stormfusion.errors import StormFusionError
+from stormfusion.verification.accumulator import PIXEL, ScoreAccumulator
 
 logger = logging.getLogger(__name__)
-
-#: Pooled-count variants the score step writes (``counts_<name>`` in the npz).
-POOLED = ("max4", "max16", "avg4", "avg16")
 
 
 @dataclass(frozen=True)
@@ -72,64 +71,59 @@ def parse_runs(value: str) -> dict[str, RunSpec]:
 
 @dataclass
 class RunScores:
-    """One run's summary and per-event arrays (events sorted by id)."""
+    """One run's rebuilt accumulators, their summary, and the JSON the score step wrote."""
 
     spec: RunSpec
-    summary: dict[str, Any]
-    event_ids: list[str]
-    thresholds: np.ndarray  # (T,)
-    lead_times: np.ndarray  # (L,) minutes
-    counts: np.ndarray  # (E, T, L, 4) int64
-    pooled: dict[str, np.ndarray]  # name -> (E, T, L, 4)
-    sums: np.ndarray  # (E, L, 5): sse, sae, n_pixels, ssim_sum, n_frames
-    lpips: np.ndarray  # (E, L, 2): sum, frames
+    acc: ScoreAccumulator
+    summary: dict[str, Any]  # recomputed from ``acc``: equal to the score file's numbers
 
     @property
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def event_ids(self) -> list[str]:
+        return self.acc.events
 
-def _npz_array(data: Any, key: str, path: Path) -> np.ndarray:
-    if key not in data:
-        raise StormFusionError(f"{path}: array {key!r} is missing (rescore the run)")
-    return np.asarray(data[key])
+    @property
+    def thresholds(self) -> np.ndarray:
+        return np.asarray(self.acc.counts[PIXEL].thresholds, dtype=np.float64)
+
+    @property
+    def lead_times(self) -> np.ndarray:
+        return np.asarray(self.acc.lead_times, dtype=np.int64)
+
+    @property
+    def counts(self) -> np.ndarray:
+        """(E, T, L, 4) pixel counts, events sorted by id."""
+        return self.acc.counts[PIXEL].aligned(self.event_ids)
+
+
+#: Keys of the summary whose numbers the rebuilt accumulators must give back exactly.
+CHECKED_KEYS = ("csi_m", "csi_m_per_lead", "csi", "mse", "mae", "ssim", "lpips", "by_lead")
 
 
 def load_scores(results: Path, spec: RunSpec) -> RunScores:
-    """Read ``RESULTS/scores/RUN.{json,counts.npz}`` of one run."""
+    """Rebuild one run's accumulators from ``RESULTS/scores/RUN.counts.npz``, checked
+    against ``RUN.json``."""
     summary_path = results / "scores" / f"{spec.name}.json"
     counts_path = results / "scores" / f"{spec.name}.counts.npz"
     for p in (summary_path, counts_path):
         if not p.is_file():
             raise StormFusionError(f"{p}: scores of run {spec.name!r} not found (run 'score')")
     try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        written = json.loads(summary_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise StormFusionError(f"{summary_path}: not valid JSON ({exc})") from None
-    try:
-        with np.load(counts_path, allow_pickle=False) as data:
-            arrays = {k: _npz_array(data, k, counts_path) for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise StormFusionError(f"{counts_path}: cannot read ({exc})") from None
-    for key in ("event_ids", "thresholds", "lead_times", "counts", "sums", "lpips"):
-        _npz_array(arrays, key, counts_path)
-    counts = arrays["counts"]
-    e, t, n_leads = len(arrays["event_ids"]), len(arrays["thresholds"]), len(arrays["lead_times"])
-    if counts.shape != (e, t, n_leads, 4):
+    acc = ScoreAccumulator.load(counts_path)
+    summary = json.loads(json.dumps(acc.summary()))  # as the score step wrote it
+    differ = [k for k in CHECKED_KEYS if summary.get(k) != written.get(k)]
+    if differ:
         raise StormFusionError(
-            f"{counts_path}: counts have shape {counts.shape}, expected ({e}, {t}, {n_leads}, 4)"
+            f"{summary_path}: {', '.join(differ)} differ from what {counts_path} gives: the two "
+            "files are from different scorings (rescore the run)"
         )
-    return RunScores(
-        spec=spec,
-        summary=summary,
-        event_ids=[str(x) for x in arrays["event_ids"]],
-        thresholds=arrays["thresholds"].astype(np.float64),
-        lead_times=arrays["lead_times"].astype(np.int64),
-        counts=counts.astype(np.int64),
-        pooled={p: arrays[f"counts_{p}"] for p in POOLED if f"counts_{p}" in arrays},
-        sums=arrays["sums"].astype(np.float64),
-        lpips=arrays["lpips"].astype(np.float64),
-    )
+    return RunScores(spec=spec, acc=acc, summary=summary)
 
 
 def check_comparable(scores: dict[str, RunScores]) -> None:

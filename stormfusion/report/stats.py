@@ -1,31 +1,26 @@
-"""Per-run statistics for the tables: point estimates from the summed counts, bootstrap
-intervals over events, and paired differences to persistence (and to an ablation's base).
+"""Per-run statistics for the tables: the scores the verification code computes from the
+rebuilt accumulators, bootstrap intervals over events, and paired differences to persistence
+(and to an ablation's base). No score is computed here.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from stormfusion.report.inputs import RunScores
+from stormfusion.verification.accumulator import PIXEL
 from stormfusion.verification.bootstrap import (
     CsiIntervals,
     bootstrap_weights,
     csi_intervals,
     paired_difference,
 )
-from stormfusion.verification.scores import (
-    bias,
-    csi,
-    csi_m_by_lead,
-    csi_m_per_lead,
-    csi_m_pooled,
-    pod,
-    sucr,
-)
+from stormfusion.verification.contingency import CategoricalScores
+from stormfusion.verification.continuous import ContinuousScores
 
 logger = logging.getLogger(__name__)
 
@@ -33,18 +28,13 @@ logger = logging.getLogger(__name__)
 REFERENCE_MODEL = "persistence"
 
 
-def _mean(x: np.ndarray) -> float:
-    finite = x[np.isfinite(x)]
-    return float(finite.mean()) if finite.size else math.nan
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b > 0 else math.nan
-
-
 @dataclass(frozen=True)
 class RunStats:
-    """Everything a table row needs about one run."""
+    """Everything a table row or figure needs about one run.
+
+    ``categorical`` and ``continuous`` are the verification code's own results for the
+    rebuilt accumulators; ``summary`` is the same numbers as the score file's JSON.
+    """
 
     name: str
     model: str
@@ -53,26 +43,23 @@ class RunStats:
     intervals: CsiIntervals  # CSI-M and CSI per threshold (pooled over leads)
     vs_reference: CsiIntervals | None  # this run minus persistence, paired
     vs_base: CsiIntervals | None  # this ablation minus its base run, paired
-    csi_m_per_lead: float
-    csi_m_pool: dict[str, float]  # "max4" -> CSI-M of the pooled counts
-    pod_m: float
-    sucr_m: float
-    bias_m: float
-    mse: float
-    mae: float
-    mse_01: float
-    ssim: float
-    lpips: float | None  # None: weights absent
-    lpips_reason: str
-    # by lead (L,) and by (threshold, lead)
-    csi_m_by_lead: np.ndarray
-    csi_by_lead: np.ndarray  # (T, L)
-    pod_all: np.ndarray  # (T,)
-    sucr_all: np.ndarray  # (T,)
-    mse_by_lead: np.ndarray
-    mae_by_lead: np.ndarray
-    ssim_by_lead: np.ndarray
-    lpips_by_lead: np.ndarray
+    categorical: CategoricalScores
+    continuous: ContinuousScores
+    pooled: dict[str, CategoricalScores]  # "max4" -> scores of the pooled counts
+    summary: dict[str, Any]
+
+    def score(self, name: str) -> float:
+        """A continuous score over the set (NaN where undefined)."""
+        return self.continuous.overall[name]
+
+    @property
+    def lpips_reason(self) -> str:
+        return str(self.summary.get("lpips_reason") or "LPIPS weights were absent")
+
+    @property
+    def latency(self) -> float | None:
+        value = self.summary.get("latency_s_per_sample")
+        return None if value is None else float(value)
 
 
 def reference_run(scores: dict[str, RunScores]) -> str | None:
@@ -97,23 +84,7 @@ def compute_stats(
     out = {}
     for name, s in scores.items():
         c = s.counts
-        total = c.sum(axis=0)  # (T, L, 4)
-        pooled = total.sum(axis=1)  # (T, 4)
-        sums = s.sums.sum(axis=0)  # (L, 5)
-        allsum = sums.sum(axis=0)
-        lp = s.lpips.sum(axis=0)  # (L, 2)
-        has_lpips = bool(lp[:, 1].sum() > 0)
-        mse = _ratio(allsum[0], allsum[2])
         base = s.spec.ablation_of
-        by_lead = {
-            key: np.array([_ratio(a, b) for a, b in zip(num, den, strict=True)])
-            for key, num, den in (
-                ("mse", sums[:, 0], sums[:, 2]),
-                ("mae", sums[:, 1], sums[:, 2]),
-                ("ssim", sums[:, 3], sums[:, 4]),
-                ("lpips", lp[:, 0], lp[:, 1]),
-            )
-        }
         out[name] = RunStats(
             name=name,
             model=s.spec.model,
@@ -130,24 +101,14 @@ def compute_stats(
                 if base is not None and base in scores
                 else None
             ),
-            csi_m_per_lead=float(csi_m_per_lead(total)),
-            csi_m_pool={k: float(csi_m_pooled(v.sum(axis=0))) for k, v in s.pooled.items()},
-            pod_m=_mean(pod(pooled)),
-            sucr_m=_mean(sucr(pooled)),
-            bias_m=_mean(bias(pooled)),
-            mse=mse,
-            mae=_ratio(allsum[1], allsum[2]),
-            mse_01=mse / 255.0**2,
-            ssim=_ratio(allsum[3], allsum[4]),
-            lpips=_ratio(lp[:, 0].sum(), lp[:, 1].sum()) if has_lpips else None,
-            lpips_reason=str(s.summary.get("lpips_reason") or "LPIPS weights were absent"),
-            csi_m_by_lead=csi_m_by_lead(total),
-            csi_by_lead=csi(total),
-            pod_all=pod(pooled),
-            sucr_all=sucr(pooled),
-            mse_by_lead=by_lead["mse"],
-            mae_by_lead=by_lead["mae"],
-            ssim_by_lead=by_lead["ssim"],
-            lpips_by_lead=by_lead["lpips"],
+            categorical=s.acc.categorical(),
+            continuous=s.acc.continuous(),
+            pooled={p: s.acc.categorical(p) for p in s.acc.counts if p != PIXEL},
+            summary=s.summary,
         )
     return out
+
+
+def by_lead(stats: RunStats, name: str) -> np.ndarray:
+    """A continuous score by lead (L,)."""
+    return stats.continuous.by_lead[name]

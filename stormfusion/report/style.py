@@ -1,10 +1,11 @@
 """Shared look of the figures: the SEVIR VIL colour scale and the provenance footer.
 
-The VIL colour scale is the standard one of the SEVIR tutorial's display code: boundaries
-at 16, 31, 59, 74, 100, 133, 160, 181, 219 and 255 on the digital VIL scale, nine colours
-between them (greys and greens for light precipitation, yellow-orange-red for heavy cores),
-black below 16 and magenta above 255. Images are drawn with ``origin="lower"`` because row
-0 of a SEVIR image is its southern edge.
+The VIL colour scale is the SEVIR reference one: levels 0, 16, 31, 59, 74, 100, 133, 160,
+181, 219 and 255 on the digital VIL scale with one colour per interval: grey below 16,
+greens up to 100, yellow from 100, orange from 133, red-orange from 160, dark red from 181
+and magenta from 219 (black below 0, never reached). Colour bars carry a second axis in
+kg/m^2 (:func:`stormfusion.data.sevir.vil_to_kg_m2`). Images are drawn with
+``origin="lower"`` because row 0 of a SEVIR image is its southern edge.
 """
 
 from __future__ import annotations
@@ -12,20 +13,25 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 
+import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.colors import BoundaryNorm, Colormap, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.layout_engine import ConstrainedLayoutEngine
 
+from stormfusion.data.sevir import vil_to_kg_m2
 from stormfusion.io import atomic_path
 
 #: Boundaries of the SEVIR VIL colour scale (0..255 digital VIL).
-VIL_LEVELS: tuple[float, ...] = (16, 31, 59, 74, 100, 133, 160, 181, 219, 255)
-#: Colour below the first level, the nine colours between levels, the colour above the last.
+VIL_LEVELS: tuple[float, ...] = (0, 16, 31, 59, 74, 100, 133, 160, 181, 219, 255)
+#: Colour below the first level (never reached), then the colours of the ten intervals;
+#: the last one (magenta, 219 and up) also colours 255.
 VIL_COLOURS: tuple[tuple[float, float, float], ...] = (
     (0.0, 0.0, 0.0),
     (0.30196, 0.30196, 0.30196),
@@ -43,21 +49,39 @@ VIL_COLOURS: tuple[tuple[float, float, float], ...] = (
 
 def vil_colormap() -> tuple[Colormap, BoundaryNorm]:
     """The SEVIR VIL colormap and its norm, for ``imshow(..., cmap=cmap, norm=norm)``."""
-    cmap = ListedColormap(list(VIL_COLOURS[1:-1]), name="sevir_vil").with_extremes(
+    cmap = ListedColormap(list(VIL_COLOURS[1:]), name="sevir_vil").with_extremes(
         under=VIL_COLOURS[0], bad=VIL_COLOURS[0], over=VIL_COLOURS[-1]
     )
     norm = BoundaryNorm(list(VIL_LEVELS), cmap.N)
     return cmap, norm
 
 
+def vil_colorbar(fig: Figure, image: Any, cax: Axes) -> None:
+    """A VIL colour bar with digital levels on the right and kg/m^2 on the left."""
+    # proportional spacing keeps the bar linear in digital VIL, so both axes agree
+    bar = fig.colorbar(
+        image, cax=cax, label="VIL (digital, 0..255)", extend="min", spacing="proportional"
+    )
+    bar.set_ticks(list(VIL_LEVELS))
+    second = bar.ax.secondary_yaxis("left")
+    levels = np.asarray(VIL_LEVELS[:-1], dtype=np.float64)
+    second.set_yticks(list(levels))
+    second.set_yticklabels([f"{v:.3g}" for v in vil_to_kg_m2(levels)], fontsize=6)
+    second.set_ylabel("VIL (kg/m$^2$)", fontsize=7)
+    bar.ax.tick_params(labelsize=6)
+
+
 def provenance_line(prov: Mapping[str, str]) -> str:
-    """One line naming the config hash, data fingerprint, package version and git commit."""
-    return (
+    """One line naming the config hash, data fingerprint, package version, git commit and,
+    when known, the data source (e.g. the synthetic twin)."""
+    line = (
         f"config {prov.get('config_hash', 'unknown')}"
         f" | data {prov.get('data_fingerprint', 'unknown')}"
         f" | stormfusion {prov.get('package_version', 'unknown')}"
         f" | git {str(prov.get('git_commit', 'unknown'))[:12]}"
     )
+    source = prov.get("data_source")
+    return f"{line} | {source}" if source else line
 
 
 def save_figure(fig: Figure, out_dir: Path, name: str, prov: Mapping[str, str]) -> list[Path]:

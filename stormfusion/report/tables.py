@@ -17,6 +17,8 @@ from stormfusion.io import write_text_atomic
 from stormfusion.report.stats import RunStats
 from stormfusion.report.style import provenance_line
 from stormfusion.verification.bootstrap import CsiIntervals, Interval
+from stormfusion.verification.pooling import Pooling
+from stormfusion.verification.protocol import caption
 
 NA = "n/a"
 PROVENANCE_COLUMNS = ("config_hash", "data_fingerprint", "package_version", "git_commit")
@@ -58,14 +60,20 @@ def _put_csi(row: dict[str, Any], prefix: str, ivs: CsiIntervals, labels: Sequen
 
 
 def _common(row: dict[str, Any], s: RunStats) -> None:
-    row["csi_m_per_lead"] = s.csi_m_per_lead
-    for name, value in s.csi_m_pool.items():
-        kind, size = name.rstrip("0123456789"), name.lstrip("maxvg")
-        row[f"csi_m_pool{size}" if kind == "max" else f"csi_m_avgpool{size}"] = value
-    row.update(pod_m=s.pod_m, sucr_m=s.sucr_m, bias_m=s.bias_m)
-    row.update(mse=s.mse, mae=s.mae, mse_01=s.mse_01, mae_01=s.mae / 255.0)
-    row["lpips"] = NA if s.lpips is None else s.lpips
-    row["ssim"] = s.ssim
+    """The scores every table row shows, straight from the verification code's results."""
+    cat, cont = s.categorical, s.continuous.overall
+    row["csi_m_per_lead"] = cat.csi_m_per_lead
+    for name, pooled in s.pooled.items():
+        kind, size = Pooling.parse(name).kind, Pooling.parse(name).size
+        row[f"csi_m_pool{size}" if kind == "max" else f"csi_m_{kind}pool{size}"] = pooled.csi_m
+    for name, value in cat.threshold_mean.items():
+        if name != "csi":  # CSI's mean over thresholds is CSI-M
+            row[f"{name}_m"] = value
+    for name, value in cont.items():
+        row[name] = value
+    if s.summary.get("lpips") is None:
+        row["lpips"] = NA
+    row["latency_ms"] = NA if s.latency is None else s.latency * 1e3
     row["n_events"] = s.n_events
     row["architecture"] = s.model
 
@@ -87,14 +95,25 @@ def _threshold_columns(labels: Sequence[str]) -> list[Column]:
 
 def _score_columns() -> list[Column]:
     return [
+        Column("HSS", "hss_m", fmt="{:.3f}"),
         Column("POD", "pod_m", fmt="{:.3f}"),
         Column("SUCR", "sucr_m", fmt="{:.3f}"),
         Column("BIAS", "bias_m", fmt="{:.3f}"),
         Column("MSE", "mse", fmt="{:.2f}"),
         Column("MAE", "mae", fmt="{:.2f}"),
-        Column("LPIPS", "lpips"),
         Column("SSIM", "ssim"),
+        Column("MS-SSIM", "msssim"),
+        Column("LPIPS", "lpips"),
+        Column("Cons. err.", "conservation", fmt="{:.3f}"),
     ]
+
+
+def _missing_note(stats: Mapping[str, RunStats], name: str, label: str) -> list[str]:
+    absent = [s for s in stats.values() if s.summary.get(name) is None]
+    if not absent:
+        return []
+    why = absent[0].summary.get(f"{name}_reason") or "no frame could be scored (missing truth)"
+    return [f"{label} n/a: {why}."]
 
 
 def _notes(stats: Mapping[str, RunStats], n_boot: int, seed: int) -> list[str]:
@@ -103,9 +122,17 @@ def _notes(stats: Mapping[str, RunStats], n_boot: int, seed: int) -> list[str]:
         "CSI-M: counts summed over all pixels, samples and lead times, CSI per threshold "
         "(event: VIL >= threshold), mean over the six thresholds (as published); "
         "CSI-M (per lead): CSI per threshold and lead time, averaged over both. "
-        "POD, SUCR, BIAS: the pooled counts, mean over thresholds; MSE, MAE on the "
-        "0..255 VIL scale.",
+        "HSS, POD, SUCR, BIAS: the pooled counts, mean over thresholds; MSE, MAE on the "
+        "0..255 VIL scale; Cons. err.: |sum forecast - sum truth| / sum truth per frame, "
+        "summed over frames; latency: forecast time per sample on the device that ran it.",
+        caption(first.summary.get("protocol", {})),
     ]
+    excluded = first.summary.get("excluded", {})
+    notes.append(
+        f"Missing truth: {excluded.get('truth_pixels', 0)} pixels excluded, "
+        f"{excluded.get('frames_skipped_by_ssim_msssim_lpips', 0)} frames skipped by SSIM, "
+        "MS-SSIM and LPIPS."
+    )
     if n_boot > 0:
         notes.append(
             f"Brackets: 95% percentile bootstrap intervals over {first.n_events} events "
@@ -114,9 +141,7 @@ def _notes(stats: Mapping[str, RunStats], n_boot: int, seed: int) -> list[str]:
         )
     else:
         notes.append("No bootstrap intervals (bootstrap = 0).")
-    absent = [s for s in stats.values() if s.lpips is None]
-    if absent:
-        notes.append(f"LPIPS n/a: {absent[0].lpips_reason}.")
+    notes += _missing_note(stats, "lpips", "LPIPS") + _missing_note(stats, "msssim", "MS-SSIM")
     return notes
 
 
@@ -146,6 +171,7 @@ def main_table(
         Column("CSI-M (per lead)", "csi_m_per_lead"),
     ]
     columns += _threshold_columns(labels) + _score_columns()
+    columns.append(Column("Latency (ms)", "latency_ms", fmt="{:.1f}"))
     notes = _notes(stats, n_boot, seed)
     if reference is not None:
         columns.append(Column(f"ΔCSI-M vs {reference}", "delta_csi_m", ci=True))
@@ -194,14 +220,16 @@ def per_lead_table(
     """One row per (run, lead time): CSI-M and CSI per threshold at that lead, MSE, MAE, SSIM."""
     rows = []
     for s in stats.values():
+        cat, cont = s.categorical, s.continuous.by_lead
         for j, lead in enumerate(lead_times):
             row: dict[str, Any] = {"model": s.name, "lead_time": int(lead)}
-            row["csi_m"] = float(s.csi_m_by_lead[j])
+            row["csi_m"] = float(cat.csi_m_by_lead[j])
             for k, label in enumerate(labels):
-                row[f"csi_{label}"] = float(s.csi_by_lead[k, j])
-            row.update(mse=float(s.mse_by_lead[j]), mae=float(s.mae_by_lead[j]))
-            row["ssim"] = float(s.ssim_by_lead[j])
-            row["lpips"] = NA if s.lpips is None else float(s.lpips_by_lead[j])
+                row[f"csi_{label}"] = float(cat.by_lead["csi"][k, j])
+            for name, values in cont.items():
+                row[name] = float(values[j])
+            if s.summary.get("lpips") is None:
+                row["lpips"] = NA
             rows.append(row)
     columns = [
         Column("Model", "model", fmt="{}"),
@@ -211,12 +239,16 @@ def per_lead_table(
         Column("MSE", "mse", fmt="{:.2f}"),
         Column("MAE", "mae", fmt="{:.2f}"),
         Column("SSIM", "ssim"),
+        Column("MS-SSIM", "msssim"),
         Column("LPIPS", "lpips"),
+        Column("Cons. err.", "conservation", fmt="{:.3f}"),
     ]
-    notes = ["CSI per lead time: counts summed over pixels and samples at that lead."]
-    absent = [s for s in stats.values() if s.lpips is None]
-    if absent:
-        notes.append(f"LPIPS n/a: {absent[0].lpips_reason}.")
+    first = next(iter(stats.values()))
+    notes = [
+        "CSI per lead time: counts summed over pixels and samples at that lead.",
+        caption(first.summary.get("protocol", {})),
+    ]
+    notes += _missing_note(stats, "lpips", "LPIPS") + _missing_note(stats, "msssim", "MS-SSIM")
     return Table(
         "per_lead",
         "Scores by lead time",
