@@ -37,8 +37,10 @@ import torch.multiprocessing as mp
 
 from stormfusion.data.sevir import STUDY_MODALITIES
 from stormfusion.models import get_model
+from stormfusion.training.config import TrainingConfig
 from stormfusion.training.distributed import DistContext
-from stormfusion.training.trainer import DataInfo, Trainer, TrainingConfig
+from stormfusion.training.state import DataInfo
+from stormfusion.training.trainer import Trainer
 
 #: Demo-size arguments (CPU runs) per learned run; full size is the constructor default.
 DEMO_ARGS: dict[str, tuple[str, dict[str, Any]]] = {  # as in config/demo.yaml

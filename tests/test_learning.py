@@ -9,14 +9,13 @@ suite's time; the demo runs the same check at 64 x 64 with the demo-size models.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import xarray as xr
-from training_support import build_twin_stores
+from training_support import build_twin_stores, predict_argv, train_argv
 
 from stormfusion.cli import main
 from stormfusion.data.dataset import SevirWindowDataset
@@ -79,33 +78,9 @@ def predict(
     data: dict[str, Path], run: str, model: str, args: dict[str, object], checkpoint: Path | None
 ) -> Path:
     out = data["root"] / "forecasts" / f"{run}.zarr"
-    argv = [
-        "predict",
-        "--run",
-        run,
-        "--model",
-        model,
-        "--model-args",
-        json.dumps(args),
-        "--zarr-dir",
-        str(data["zarr"]),
-        "--windows",
-        str(data["windows"]),
-        "--events-meta",
-        str(data["meta"]),
-        "--split",
-        "val",
-        "--image-size",
-        str(SIZE),
-        "--batch-size",
-        "8",
-        "--workers",
-        "0",
-        "--out",
-        str(out),
-    ]
-    if checkpoint is not None:
-        argv += ["--checkpoint", str(checkpoint)]
+    argv = predict_argv(
+        data, out, model=model, args=args, checkpoint=checkpoint, batch_size=8, image_size=SIZE
+    )
     assert main(argv) == 0
     return out
 
@@ -121,41 +96,18 @@ def test_learned_model_beats_persistence(
 ) -> None:
     model, args, epochs, lr = LEARNED[run]
     out = data["root"] / "models" / run
-    code = main(
-        [
-            "train",
-            "--model",
-            model,
-            "--model-args",
-            json.dumps(args),
-            "--zarr-dir",
-            str(data["zarr"]),
-            "--windows",
-            str(data["windows"]),
-            "--events-meta",
-            str(data["meta"]),
-            "--out-dir",
-            str(out),
-            "--epochs",
-            str(epochs),
-            "--batch-size",
-            "4",
-            "--lr",
-            str(lr),
-            "--weight-decay",
-            "1e-5",
-            "--grad-clip",
-            "1.0",
-            "--seed",
-            "0",
-            "--checkpoint-every-steps",
-            "0",
-            "--image-size",
-            str(SIZE),
-            "--num-workers",
-            "0",
-        ]
+    argv = train_argv(
+        data,
+        out,
+        model=model,
+        args=args,
+        epochs=epochs,
+        batch_size=4,
+        lr=lr,
+        checkpoint_every_steps=0,
+        image_size=SIZE,
     )
+    code = main(argv)
     assert code == 0
     score = csi_m(data, predict(data, run, model, args, out / "best.pt"))
     assert 0.0 < persistence_csi_m < 1.0

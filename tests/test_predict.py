@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 import xarray as xr
-from test_training_cli import UNET_ARGS, train_argv
 from torch import Tensor
+from training_support import UNET_ARGS, predict_argv, train_argv
 
 from stormfusion.cli import main
 from stormfusion.data.dataset import SevirWindowDataset
@@ -21,42 +21,6 @@ from stormfusion.models import get_model
 from stormfusion.models.base import ForecastModel
 from stormfusion.training.checkpoint import load_model
 from stormfusion.training.predict import predict_to_zarr, to_uint8
-
-
-def predict_argv(
-    twin: dict[str, Path],
-    out: Path,
-    *extra: str,
-    model: str = "persistence",
-    args: str = "{}",
-    split: str = "val",
-) -> list[str]:
-    return [
-        "predict",
-        "--run",
-        f"{model}_run",
-        "--model",
-        model,
-        "--model-args",
-        args,
-        "--zarr-dir",
-        str(twin["zarr"]),
-        "--windows",
-        str(twin["windows"]),
-        "--events-meta",
-        str(twin["meta"]),
-        "--split",
-        split,
-        "--image-size",
-        "32",
-        "--batch-size",
-        "2",
-        "--workers",
-        "0",
-        "--out",
-        str(out),
-        *extra,
-    ]
 
 
 def open_store(path: Path) -> xr.Dataset:

@@ -19,13 +19,11 @@ from torch import Tensor, nn
 from stormfusion.errors import StormFusionError
 from stormfusion.models.base import ForecastModel
 from stormfusion.training.checkpoint import read_checkpoint
+from stormfusion.training.config import TrainingConfig
 from stormfusion.training.distributed import DistContext, ShardedBatchSampler
-from stormfusion.training.trainer import (
-    METRIC_COLUMNS,
-    DataInfo,
-    Trainer,
-    TrainingConfig,
-)
+from stormfusion.training.metrics import METRIC_COLUMNS
+from stormfusion.training.state import DataInfo
+from stormfusion.training.trainer import Trainer
 
 T_IN, T_OUT, SIZE = 4, 2, 12
 DATA = DataInfo(data_fingerprint="test-fingerprint", catalog_sha256="abc", events=("S1", "S2"))
@@ -114,7 +112,7 @@ def make_trainer(
     **config: Any,
 ) -> Trainer:
     args = {"hidden": 8, "dropout": 0.0, **(model_args or {})}
-    settings = {"epochs": 3, "batch_size": 4, "lr": 1e-2, "seed": 0, **config}
+    settings = {"epochs": 3, "batch_size": 4, "lr": 1e-2, "seed": 0, "num_workers": 0, **config}
     return Trainer(
         model_name="tiny",
         model_args=args,
@@ -285,7 +283,7 @@ def test_auto_resume_retrains_afresh_when_the_settings_changed(
     (tmp_path / "old").rename(tmp_path / "run")
     fresh = make_trainer(tmp_path / "fresh", epochs=2, model_args={"hidden": 16})
     fresh.fit()
-    with caplog.at_level("WARNING", logger="stormfusion.training.trainer"):
+    with caplog.at_level("WARNING", logger="stormfusion.training"):
         rerun = make_trainer(tmp_path / "run", epochs=2, model_args={"hidden": 16}, resume="auto")
         rerun.fit()
     assert "not resuming" in caplog.text and "hidden: checkpoint 8 vs requested 16" in caplog.text
@@ -302,7 +300,7 @@ def test_auto_resume_still_resumes_a_compatible_checkpoint(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     make_trainer(tmp_path, epochs=1).fit()
-    with caplog.at_level("INFO", logger="stormfusion.training.trainer"):
+    with caplog.at_level("INFO", logger="stormfusion.training"):
         make_trainer(tmp_path, epochs=2, resume="auto").fit()
     assert "resuming from" in caplog.text and "not resuming" not in caplog.text
     assert read_checkpoint(tmp_path / "latest.pt")["epoch"] == 2
@@ -372,3 +370,85 @@ def test_too_small_splits_and_bad_settings_are_clear_errors(tmp_path: Path) -> N
         make_trainer(tmp_path, n_train=3)
     with pytest.raises(StormFusionError, match=r"invalid training settings: lr=0.0, grad_clip=-1"):
         TrainingConfig(lr=0.0, grad_clip=-1)
+
+
+# ----------------------------------------------------------------------------- settings
+SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+#: Keys of the schema's `training` block that say how the job is launched, not how it trains.
+LAUNCH_KEYS = {"gpus"}
+
+
+def test_the_schema_documents_every_setting_with_the_dataclass_default() -> None:
+    import yaml
+
+    from stormfusion.training.config import config_fields
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    sections = {
+        "training": schema["$defs"]["training"]["properties"],
+        "data": schema["properties"]["data"]["properties"],
+    }
+    for f in config_fields():
+        section = sections[f.metadata["schema"]]
+        assert f.name in section, f"{f.name} is not in the schema's {f.metadata['schema']}"
+        assert section[f.name]["default"] == f.default, f.name
+    names = {f.name for f in config_fields()}
+    assert set(sections["training"]) - names == LAUNCH_KEYS
+    override = schema["$defs"]["training_override"]["properties"]
+    assert set(override) == set(sections["training"])
+
+
+def test_train_options_are_generated_from_the_dataclass() -> None:
+    from stormfusion.cli import build_parser
+    from stormfusion.training.config import config_argv, config_from_args
+
+    required = ["train", "--model", "unet2d", "--zarr-dir", "z", "--windows", "w"]
+    required += ["--events-meta", "m", "--out-dir", "o"]
+    parser = build_parser("train")
+    assert config_from_args(parser.parse_args(required)) == TrainingConfig()
+    changed = TrainingConfig(
+        epochs=7,
+        lr=3e-4,
+        max_steps_per_epoch=5,
+        scheduler_patience=1,
+        augment=False,
+        num_workers=0,
+        image_size=64,
+    )
+    argv = config_argv(changed.to_dict())
+    assert "--no-augment" in argv and "--scheduler-patience" in argv
+    assert config_from_args(parser.parse_args(required + argv)) == changed
+    # keys that are not settings (launch keys, other data keys) are not options
+    assert config_argv({"gpus": 2, "nodes": 2, "epochs": 3}) == ["--epochs", "3"]
+
+
+def test_plateau_patience_is_the_setting_and_a_resume_must_keep_it(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, epochs=1, scheduler_patience=5, scheduler_factor=0.25)
+    assert trainer.parts.scheduler.patience == 5
+    assert trainer.parts.scheduler.factor == 0.25
+    trainer.fit()
+    with pytest.raises(StormFusionError, match="scheduler_patience: checkpoint 5 vs now 3"):
+        make_trainer(tmp_path, epochs=2, scheduler_factor=0.25).fit()
+
+
+def test_persistent_workers_draw_each_epochs_augmentation(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two worker processes kept across epochs give the weights of loading in-process.
+
+    TinyDataset flips samples depending on the epoch: a worker that kept a stale epoch
+    would train on other samples and end with other weights.
+    """
+    inline = make_trainer(tmp_path / "inline", epochs=3)
+    inline.fit()
+    with caplog.at_level("INFO", logger="stormfusion.training"):
+        workers = make_trainer(tmp_path / "workers", epochs=3, num_workers=2)
+        workers.fit()
+    assert workers.train_loader.persistent_workers
+    for (name, a), b in zip(
+        inline.model.state_dict().items(), workers.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    rows = read_metrics(tmp_path / "workers" / "metrics.csv")
+    assert all(float(r["data_s"]) >= 0 and float(r["step_s"]) > 0 for r in rows)
+    assert caplog.text.count("waiting for data") == 3

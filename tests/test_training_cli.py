@@ -17,57 +17,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from training_support import train_argv
 
 from stormfusion.cli import main
 from stormfusion.training.checkpoint import load_model, read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-#: A small UNet: 32 x 32 grid, two levels.
-UNET_ARGS = '{"widths": [8, 16]}'
-
-
-def train_argv(
-    twin: dict[str, Path],
-    out: Path,
-    *extra: str,
-    model: str = "unet2d",
-    args: str = UNET_ARGS,
-    epochs: int = 3,
-) -> list[str]:
-    return [
-        "train",
-        "--model",
-        model,
-        "--model-args",
-        args,
-        "--zarr-dir",
-        str(twin["zarr"]),
-        "--windows",
-        str(twin["windows"]),
-        "--events-meta",
-        str(twin["meta"]),
-        "--out-dir",
-        str(out),
-        "--epochs",
-        str(epochs),
-        "--batch-size",
-        "2",
-        "--lr",
-        "1e-3",
-        "--weight-decay",
-        "1e-5",
-        "--grad-clip",
-        "1.0",
-        "--seed",
-        "0",
-        "--checkpoint-every-steps",
-        "3",
-        "--image-size",
-        "32",
-        "--num-workers",
-        "0",
-        *extra,
-    ]
 
 
 def _subprocess(argv: list[str]) -> subprocess.Popen[bytes]:

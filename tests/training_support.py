@@ -1,8 +1,12 @@
-"""The tiny twin converted for training and forecasting tests: Zarr stores and windows."""
+"""The tiny twin converted for training and forecasting tests (Zarr stores and windows),
+and the one builder of `stormfusion train` / `stormfusion predict` command lines."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from stormfusion.cli import main
 from stormfusion.data.sevir import STUDY_MODALITIES
@@ -54,3 +58,102 @@ def build_twin_stores(archive: Path, event_index: Path, out: Path) -> dict[str, 
     )
     assert code == 0
     return {"zarr": zarr_dir, "windows": windows, "meta": event_index.with_suffix(".json")}
+
+
+#: A small UNet: 32 x 32 grid, two levels.
+UNET_ARGS = '{"widths": [8, 16]}'
+
+
+def _json(args: str | Mapping[str, Any]) -> str:
+    return args if isinstance(args, str) else json.dumps(dict(args))
+
+
+def _inputs(data: Mapping[str, Path]) -> list[str]:
+    return [
+        "--zarr-dir",
+        str(data["zarr"]),
+        "--windows",
+        str(data["windows"]),
+        "--events-meta",
+        str(data["meta"]),
+    ]
+
+
+def train_argv(
+    data: Mapping[str, Path],
+    out: Path,
+    *extra: str,
+    model: str = "unet2d",
+    args: str | Mapping[str, Any] = UNET_ARGS,
+    epochs: int = 3,
+    batch_size: int = 2,
+    lr: float = 1e-3,
+    checkpoint_every_steps: int = 3,
+    image_size: int = 32,
+) -> list[str]:
+    """`stormfusion train` on ``data`` (keys zarr, windows, meta) into ``out``, no workers."""
+    return [
+        "train",
+        "--model",
+        model,
+        "--model-args",
+        _json(args),
+        *_inputs(data),
+        "--out-dir",
+        str(out),
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        str(batch_size),
+        "--lr",
+        str(lr),
+        "--weight-decay",
+        "1e-5",
+        "--grad-clip",
+        "1.0",
+        "--seed",
+        "0",
+        "--checkpoint-every-steps",
+        str(checkpoint_every_steps),
+        "--image-size",
+        str(image_size),
+        "--num-workers",
+        "0",
+        *extra,
+    ]
+
+
+def predict_argv(
+    data: Mapping[str, Path],
+    out: Path,
+    *extra: str,
+    model: str = "persistence",
+    args: str | Mapping[str, Any] = "{}",
+    split: str = "val",
+    checkpoint: Path | None = None,
+    batch_size: int = 2,
+    image_size: int = 32,
+) -> list[str]:
+    """`stormfusion predict` of ``split`` of ``data`` into the store ``out``, no workers."""
+    return [
+        "predict",
+        "--run",
+        f"{model}_run",
+        "--model",
+        model,
+        "--model-args",
+        _json(args),
+        *([] if checkpoint is None else ["--checkpoint", str(checkpoint)]),
+        *_inputs(data),
+        "--split",
+        split,
+        "--image-size",
+        str(image_size),
+        "--batch-size",
+        str(batch_size),
+        "--workers",
+        "0",
+        "--out",
+        str(out),
+        *extra,
+    ]

@@ -63,3 +63,18 @@ def catalog_hash(meta: dict[str, Any]) -> str:
     """The catalog's SHA-256 recorded in ``events.json`` (``unknown`` when absent)."""
     value = meta.get("catalog_sha256")
     return value if isinstance(value, str) else "unknown"
+
+
+def check_fingerprint(
+    store_fingerprint: str,
+    meta_fingerprint: str,
+    zarr_dir: str | os.PathLike[str],
+    events_meta: str | os.PathLike[str],
+) -> None:
+    """Refuse Zarr stores converted for another event index than ``events_meta``'s."""
+    if store_fingerprint != meta_fingerprint:
+        raise StormFusionError(
+            f"the Zarr stores in {zarr_dir} carry data fingerprint {store_fingerprint}, but "
+            f"{events_meta} has {meta_fingerprint}: convert the stores again for this event "
+            "index"
+        )

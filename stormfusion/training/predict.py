@@ -71,15 +71,8 @@ def predict_to_zarr(
         ``out`` as a Path.
     """
     n = len(dataset)  # type: ignore[arg-type]
-    if n == 0:
-        raise StormFusionError(f"split {attrs.get('split')!r} has no windows to forecast")
-    if len(event_ids) != n or len(window_starts) != n:
-        raise StormFusionError(
-            f"the dataset has {n} windows but {len(event_ids)} event ids were given"
-        )
-    if batch_size < 1 or chunk_samples < 1:
-        raise StormFusionError(f"batch size {batch_size} and chunk size must be >= 1")
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    _check_request(n, len(event_ids), len(window_starts), attrs, batch_size, chunk_samples)
+    device = device or _default_device()
     model = model.to(device).eval()
     loader = DataLoader(
         dataset,
@@ -108,6 +101,24 @@ def predict_to_zarr(
             raise StormFusionError(f"the loader stopped before all {n} windows were forecast")
     logger.info("wrote %d forecasts of %s to %s", n, attrs.get("model"), out)
     return out
+
+
+def _default_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    logger.info("CUDA is not available: forecasting on the CPU")
+    return torch.device("cpu")
+
+
+def _check_request(
+    n: int, n_ids: int, n_starts: int, attrs: dict[str, Any], batch_size: int, chunk: int
+) -> None:
+    if n == 0:
+        raise StormFusionError(f"split {attrs.get('split')!r} has no windows to forecast")
+    if n_ids != n or n_starts != n:
+        raise StormFusionError(f"the dataset has {n} windows but {n_ids} event ids were given")
+    if batch_size < 1 or chunk < 1:
+        raise StormFusionError(f"batch size {batch_size} and chunk size must be >= 1")
 
 
 class _ChunkWriter:

@@ -177,33 +177,11 @@ def split_options():
 
 
 def training_options(run):
-    """`stormfusion train` options for a run (global training settings + its overrides)."""
-    t = run_training(run)
-    opts = [
-        "--epochs",
-        str(t["epochs"]),
-        "--batch-size",
-        str(t["batch_size"]),
-        "--lr",
-        str(t["lr"]),
-        "--weight-decay",
-        str(t["weight_decay"]),
-        "--grad-clip",
-        str(t["grad_clip"]),
-        "--seed",
-        str(t["seed"]),
-        "--checkpoint-every-steps",
-        str(t["checkpoint_every_steps"]),
-        "--image-size",
-        str(config["data"]["image_size"]),
-        "--num-workers",
-        str(config["data"]["num_workers"]),
-    ]
-    if t.get("max_steps_per_epoch"):
-        opts += ["--max-steps-per-epoch", str(t["max_steps_per_epoch"])]
-    if not config["data"]["augment"]:
-        opts += ["--no-augment"]
-    return shlex.join(opts)
+    """`stormfusion train` options for a run: its training settings over the global ones,
+    and the data-loading settings of `data` (names and defaults: TrainingConfig)."""
+    from stormfusion.training.config import config_argv
+
+    return shlex.join(config_argv({**config["data"], **run_training(run)}))
 
 
 def train_launcher(run):
