@@ -12,6 +12,15 @@ two, and a local copy of the same files (``shutil.copyfile``), the ceiling of th
 Loopback moto is CPU-bound (a Python server on the same 2 cores), so a second pass goes
 through a relay that limits every TCP connection to ``--link-mbps`` MB/s, as a long-haul link
 to the bucket does: there the transfer manager's parallel connections should pay off.
+
+Events only (``--events-only``): a second twin of ``--total-events`` storm events at full
+size (VIL, IR and lightning; the VIL and IR files of 2018 H2, 2019 H1 and 2019 H2), and
+``--selected`` events spread over those files. Bytes and wall time of fetching them with
+``--events-only`` (range requests into subset files) against the whole files they live in
+(the yardstick, same run, same server), on loopback and through the ``--link-mbps`` relay.
+Also the cost of reading a file's HDF5 layout: the ranged reader of ``stormfusion.data.subset``
+(h5py on a boto3 range-request file) at three block sizes, and fsspec's HTTP file (h5py on
+aiohttp range requests, its default 5 MiB read-ahead) as the alternative.
 """
 
 from __future__ import annotations
@@ -28,9 +37,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import boto3
+import numpy as np
+import pandas as pd
 
-from stormfusion.data.download import S3Options, download_keys, event_keys
+from stormfusion.data.download import (
+    S3Options,
+    download_events,
+    download_keys,
+    event_keys,
+    head_object,
+    make_client,
+)
 from stormfusion.data.selection import SelectionOptions, run_selection
+from stormfusion.data.subset import RangedObject, Traffic, download_events_only, read_layout
 from stormfusion.data.synthetic import synthesize_archive
 from stormfusion.testing import ThrottledRelay, free_port, upload_public
 
@@ -72,12 +91,103 @@ def _wait(endpoint: str, timeout: float = 30.0) -> None:
             time.sleep(0.2)
 
 
+def _events_only(endpoint: str, root: Path, args: argparse.Namespace) -> list[str]:
+    """The events-only rows of the report (markdown lines)."""
+    src = root / "full"
+    synthesize_archive(src, n_storm=args.total_events, n_random=0, image_size=384, seed=1)
+    opts = SelectionOptions(require_complete=False, modalities=["vil", "ir069", "ir107", "lght"])
+    run_selection(src / "CATALOG.csv", opts, root / "all.csv", root / "all.json")
+    index = pd.read_csv(root / "all.csv", dtype={"id": str})
+    picks = index.iloc[np.linspace(0, len(index) - 1, args.selected).round().astype(int)]
+    picks.to_csv(root / "plan.csv", index=False)
+    shutil.copyfile(root / "all.json", root / "plan.json")
+    keys = event_keys(root / "plan.csv")
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+    )
+    client.create_bucket(Bucket="full")
+    upload_public(client, "full", {k: src / k for k in [*keys, "CATALOG.csv"]}, 8 * MIB)
+    lines = [
+        f"{args.selected} of {len(index)} events (full size), files: {len(keys)}",
+        "| path | mode | MB transferred | seconds | bytes vs whole | time vs whole |",
+        "|---|---|---|---|---|---|",
+    ]
+    relay = ThrottledRelay(("127.0.0.1", int(endpoint.rsplit(":", 1)[1])), args.link_mbps * 1e6)
+    threading.Thread(target=relay.serve_forever, daemon=True).start()
+    try:
+        for name, url in (
+            ("loopback", endpoint),
+            (
+                f"{args.link_mbps:g} MB/s per connection",
+                f"http://127.0.0.1:{relay.server_address[1]}",
+            ),
+        ):
+            s3 = S3Options(bucket="full", endpoint_url=url, region="us-east-1", retries=0)
+            start = time.perf_counter()
+            whole = download_events(s3, root / "plan.csv", root / f"whole-{name}")
+            whole_s = time.perf_counter() - start
+            start = time.perf_counter()
+            sub = download_events_only(
+                s3, root / "plan.csv", src / "CATALOG.csv", root / f"sub-{name}"
+            )
+            sub_s = time.perf_counter() - start
+            wb, sb = whole["downloaded_bytes"], sub["downloaded_bytes"]
+            lines.append(
+                f"| {name} | whole files (yardstick) | {wb / 1e6:.1f} | {whole_s:.2f} | 1 | 1 |"
+            )
+            lines.append(
+                f"| {name} | events only | {sb / 1e6:.1f} | {sub_s:.2f} | {sb / wb:.3f} | "
+                f"{sub_s / whole_s:.3f} |"
+            )
+    finally:
+        relay.shutdown()
+        relay.server_close()
+    return [*lines, "", *_layout_costs(endpoint, keys)]
+
+
+def _layout_costs(endpoint: str, keys: list[str]) -> list[str]:
+    """Requests, bytes and time to read one VIL file's HDF5 layout, by reader."""
+    import fsspec
+
+    key = next(k for k in keys if "/vil/" in k)
+    s3 = S3Options(bucket="full", endpoint_url=endpoint, region="us-east-1")
+    client = make_client(s3)
+    obj = head_object(client, s3, key)
+    lines = [
+        f"HDF5 layout of {key} ({obj.size / 1e6:.0f} MB)",
+        "| reader | block | requests | KB read | seconds |",
+        "|---|---|---|---|---|",
+    ]
+    for block in (8 * 1024, 64 * 1024, MIB):
+        traffic = Traffic()
+        start = time.perf_counter()
+        read_layout(RangedObject(client, s3, obj, traffic, block=block), "vil", key)
+        lines.append(
+            f"| boto3 ranged reader (ours) | {block // 1024} KiB | {traffic.requests} | "
+            f"{traffic.bytes / 1e3:.0f} | {time.perf_counter() - start:.3f} |"
+        )
+    start = time.perf_counter()
+    with fsspec.open(f"{endpoint}/full/{key}", "rb") as fh:
+        read_layout(fh, "vil", key)
+    lines.append(f"| fsspec HTTP file | 5 MiB read-ahead | | | {time.perf_counter() - start:.3f} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--link-mbps", type=float, default=4.0)
+    parser.add_argument("--total-events", type=int, default=40)
+    parser.add_argument("--selected", type=int, default=3)
+    parser.add_argument(
+        "--only-events-only", action="store_true", help="run only the events-only section"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     port = free_port()
@@ -91,6 +201,9 @@ def main() -> None:
         _wait(endpoint)
         with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
             root = Path(tmp)
+            print("\n".join(_events_only(endpoint, root / "events-only", args)))
+            if args.only_events_only:
+                return
             src = root / "src"
             synthesize_archive(src, n_storm=args.events, n_random=0, image_size=384, seed=0)
             run_selection(

@@ -43,6 +43,7 @@ def test_study_dry_run_lists_every_job_of_the_study(tmp_path: Path) -> None:
     assert counts == {
         "all": 1,
         "download_catalog": 1,
+        "plan_download": 1,
         "select_events": 1,
         "download_sevir": 1,
         "convert_to_zarr": 4,

@@ -26,8 +26,9 @@ VENV_BIN = Path(sys.executable).parent
 #: Every rule of the study, in DAG order.
 STUDY_RULES = (
     "download_catalog",
-    "select_events",
+    "plan_download",
     "download_sevir",
+    "select_events",
     "convert_to_zarr",
     "split_events",
     "train_model",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from stormfusion.data.download import S3Options, download_catalog, download_events
+from stormfusion.data.subset import download_events_only
+from stormfusion.errors import StormFusionError
 
 HELP = "download CATALOG.csv or the selected events' HDF5 files from S3 (verified, resumable)"
 
@@ -34,6 +36,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--catalog-only", action="store_true", help="fetch CATALOG.csv only")
     what.add_argument("--events", help="event index (events.csv): fetch the files it names")
     parser.add_argument("--manifest", help="JSON manifest to write (key, size, ETag per file)")
+    parser.add_argument(
+        "--events-only",
+        action="store_true",
+        help="with --events: fetch only the selected events' bytes of the raster files "
+        "(HTTP range requests) into SEVIR-layout subset files, and write OUT/CATALOG.csv "
+        "for them (lightning files are fetched whole)",
+    )
+    parser.add_argument(
+        "--source-catalog",
+        help="with --events-only: the bucket's full CATALOG.csv the events were selected on",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -46,7 +59,13 @@ def run(args: argparse.Namespace) -> None:
         concurrency=args.concurrency,
         signed=args.signed,
     )
+    if args.events_only and not (args.events and args.source_catalog):
+        raise StormFusionError("--events-only needs --events and --source-catalog")
     if args.catalog_only:
         download_catalog(opts, args.out)
+    elif args.events_only:
+        download_events_only(
+            opts, args.events, args.source_catalog, args.out, manifest=args.manifest
+        )
     else:
         download_events(opts, args.events, args.out, manifest=args.manifest)

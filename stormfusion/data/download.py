@@ -52,13 +52,14 @@ from s3transfer.subscribers import BaseSubscriber
 from tqdm import tqdm
 
 from stormfusion.data.catalog import DATA_PREFIX, check_file_name
+from stormfusion.data.event_index import DOWNLOAD_STATE
 from stormfusion.errors import StormFusionError
 from stormfusion.io import remove_path, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
 CATALOG_KEY = "CATALOG.csv"
-STATE_NAME = ".download_state.json"
+STATE_NAME = DOWNLOAD_STATE
 MIB = 1 << 20
 _BLOCK = 4 * MIB
 _PART_MARK = ".part-"
@@ -344,6 +345,16 @@ class _State:
         st = path.stat()
         self.items[obj.key] = {"etag": obj.etag, "size": obj.size, "mtime_ns": st.st_mtime_ns}
 
+    def mark_made(self, key: str, path: Path, sha256: str, source_etag: str) -> None:
+        """Record a file made here (an events-only subset) by its content hash."""
+        st = path.stat()
+        self.items[key] = {
+            "sha256": sha256,
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            "source_etag": source_etag,
+        }
+
     def save(self) -> None:
         write_json_atomic(self.path, self.items)
 
@@ -588,14 +599,28 @@ def _head_with_retries(client: Any, opts: S3Options, key: str) -> RemoteObject:
             time.sleep(delay)
 
 
+def wanted_modalities(events_csv: str | os.PathLike[str]) -> list[str] | None:
+    """The modalities the selection asked for (``selection.modalities`` in the
+    ``events.json`` beside the index); None when there is no such record (all columns)."""
+    meta_path = Path(events_csv).with_suffix(".json")
+    try:
+        meta = json.loads(meta_path.read_text("utf-8"))
+        wanted = meta["selection"]["modalities"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return [str(m) for m in wanted] if isinstance(wanted, list) else None
+
+
 def event_keys(events_csv: str | os.PathLike[str]) -> list[str]:
-    """Bucket keys (``data/<file_name>``) of every HDF5 file the event index names, sorted."""
+    """Bucket keys (``data/<file_name>``) of every HDF5 file the event index names for the
+    selected modalities (:func:`wanted_modalities`), sorted."""
     from stormfusion.data.selection import read_event_index
 
     index = read_event_index(events_csv)
+    wanted = wanted_modalities(events_csv)
     names: set[str] = set()
     for col in index.columns:
-        if col.endswith("_file"):
+        if col.endswith("_file") and (wanted is None or col.removesuffix("_file") in wanted):
             for name in index[col]:
                 if name:
                     check_file_name(str(name), where=f"{events_csv}: column {col}")

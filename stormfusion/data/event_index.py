@@ -6,7 +6,11 @@ The index has one row per event, in the order every later stage uses, with the c
 ``m_index`` (position along axis 0 of a raster file; -1 for lightning, whose HDF5 key is
 the event id) and ``m_size`` (native pixels per side). An event without an optional
 modality has an empty ``m_file``.
-``events.json`` holds ``data_fingerprint`` and the selection options.
+``events.json`` holds ``data_fingerprint`` and the selection options. When the raw files
+are on disk at selection time (the pipeline selects once they are), the fingerprint also
+covers each selected raw file's identity (:func:`raw_identity`): size plus the S3 ETag
+recorded at download, or a SHA-256 of the content for files made locally (the synthetic
+twin, events-only subset files), so it changes when any selected raw file changes.
 
 This module only reads; ``stormfusion select-events`` writes both files.
 """
@@ -14,7 +18,9 @@ This module only reads; ``stormfusion select-events`` writes both files.
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +29,13 @@ import pandas as pd
 
 from stormfusion.data.sevir import MODALITIES
 from stormfusion.errors import StormFusionError
+from stormfusion.io import sha256_file
+from stormfusion.provenance import stable_hash
+
+logger = logging.getLogger(__name__)
+
+#: Where ``stormfusion download`` records each verified file (key -> identity, mtime).
+DOWNLOAD_STATE: str = ".download_state.json"
 
 #: Columns every event index has, whatever the modalities.
 BASE_COLUMNS: tuple[str, ...] = ("id", "time_utc")
@@ -140,3 +153,56 @@ def read_events_json(path: str | os.PathLike[str]) -> dict[str, Any]:
 def read_event_meta(events_csv: str | os.PathLike[str]) -> dict[str, Any]:
     """``events.json`` beside the index ``events_csv`` (same stem)."""
     return read_events_json(Path(events_csv).with_suffix(".json"))
+
+
+def _recorded(data_root: Path) -> dict[str, Any]:
+    try:
+        items = json.loads((data_root / DOWNLOAD_STATE).read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return items if isinstance(items, dict) else {}
+
+
+def raw_identity(data_root: str | os.PathLike[str], files: Iterable[str]) -> dict[str, Any]:
+    """The identity of each raw file (``m_file`` names, relative to ``<data_root>/data``).
+
+    Returns:
+        file -> ``{"size", "etag"}`` for a file the downloader verified against the bucket
+        (its record's size and mtime still match the file), ``{"size", "sha256"}`` for any
+        other file (hashed here: made locally, or copied in), ``{"missing": true}`` for a
+        file not on disk.
+    """
+    root = Path(data_root)
+    state = _recorded(root)
+    out: dict[str, Any] = {}
+    for file in sorted(set(files)):
+        path = raw_file(root, file)
+        if not path.is_file():
+            out[file] = {"missing": True}
+            continue
+        st = path.stat()
+        found = state.get(f"{DATA_PREFIX}/{file}")
+        item: dict[str, Any] = found if isinstance(found, dict) else {}
+        fresh = item.get("size") == st.st_size and item.get("mtime_ns") == st.st_mtime_ns
+        if fresh and item.get("sha256"):
+            out[file] = {"size": st.st_size, "sha256": item["sha256"]}
+        elif fresh and item.get("etag"):
+            out[file] = {"size": st.st_size, "etag": item["etag"]}
+        else:
+            logger.info("hashing %s (no download record)", path)
+            out[file] = {"size": st.st_size, "sha256": sha256_file(path)}
+    missing = [f for f, v in out.items() if v.get("missing")]
+    if missing:
+        logger.warning(
+            "%d selected raw file(s) not under %s yet (e.g. %s): the data fingerprint covers "
+            "the catalog and event list for them, not their bytes",
+            len(missing),
+            root,
+            missing[0],
+        )
+    return out
+
+
+def fingerprint_with_raw(selection_fingerprint: str, identity: dict[str, Any]) -> str:
+    """The data fingerprint of a selection together with its raw files' identity."""
+    return stable_hash({"selection": selection_fingerprint, "raw_files": identity})

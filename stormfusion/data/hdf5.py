@@ -156,17 +156,15 @@ def grid_lightning(flashes: np.ndarray, size: int = LIGHTNING_GRID) -> np.ndarra
 def write_raster_file(
     path: str | os.PathLike[str], img_type: str, ids: Sequence[str], data: np.ndarray
 ) -> None:
-    """Write a raster file in SEVIR's layout (atomically): ``id`` and ``img_type`` datasets."""
+    """Write a raster file in SEVIR's layout (atomically): ``id`` and ``img_type`` datasets,
+    the image stored contiguously without filters, as in the bucket (one event is one byte
+    range, which the events-only download relies on)."""
     spec = MODALITIES[img_type]
     if data.ndim != 4 or data.shape[0] != len(ids) or data.shape[3] != N_FRAMES:
         raise ValueError(f"data of shape {data.shape} does not fit {len(ids)} events x 49 frames")
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("id", data=np.array([i.encode("ascii") for i in ids], dtype="S"))
-        f.create_dataset(
-            img_type,
-            data=data.astype(spec.dtype, copy=False),
-            chunks=(1, data.shape[1], data.shape[2], N_FRAMES),
-        )
+        f.create_dataset(img_type, data=data.astype(spec.dtype, copy=False))
 
 
 def write_lightning_file(path: str | os.PathLike[str], flashes: Mapping[str, np.ndarray]) -> None:

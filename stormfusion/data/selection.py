@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from stormfusion.data.catalog import catalog_sha256, check_file_names, read_catalog
+from stormfusion.data.event_index import fingerprint_with_raw, raw_identity
 from stormfusion.data.sevir import MODALITIES, STUDY_MODALITIES
 from stormfusion.errors import StormFusionError
 from stormfusion.io import atomic_path, write_json_atomic
@@ -275,7 +276,8 @@ def run_selection(
     """Read the catalog, select, write the index and its metadata; return the metadata.
 
     ``data_root`` is recorded; file names are checked against escaping it (they are
-    resolved as ``<data_root>/data/<file_name>`` by the readers).
+    resolved as ``<data_root>/data/<file_name>`` by the readers), and the data fingerprint
+    then also covers the selected raw files' identity (``event_index.raw_identity``).
     """
     catalog = read_catalog(catalog_path)
     index, drops = select_events(catalog, options, source=str(catalog_path))
@@ -287,6 +289,9 @@ def run_selection(
         )
     meta = write_event_index(index, drops, options, catalog_path, out_csv, out_json)
     if data_root is not None:
+        files = [f for m in options.modalities if f"{m}_file" in index for f in index[f"{m}_file"]]
+        meta["raw_files"] = raw_identity(data_root, [f for f in files if f])
+        meta["data_fingerprint"] = fingerprint_with_raw(meta["data_fingerprint"], meta["raw_files"])
         meta["data_root"] = str(data_root)
         write_json_atomic(out_json, meta)
     logger.info(

@@ -108,6 +108,28 @@ def final_targets():
     ]
 
 
+# Where the bucket's own CATALOG.csv goes: RAW, or beside the plan when RAW/CATALOG.csv is
+# the events-only subset's catalog.
+SOURCE_CATALOG = (
+    f"{INTERIM}/download/CATALOG.csv" if config["s3"]["events_only"] else f"{RAW}/CATALOG.csv"
+)
+
+
+def download_outputs():
+    """Outputs of download_sevir: the manifest, and RAW/CATALOG.csv for an events-only run."""
+    outputs = {"manifest": f"{INTERIM}/download_manifest.json"}
+    if config["s3"]["events_only"]:
+        outputs["catalog"] = f"{RAW}/CATALOG.csv"
+    return outputs
+
+
+def events_only_options(wildcards, input):
+    """`--events-only --source-catalog C` for an events-only download, else nothing."""
+    if not config["s3"]["events_only"]:
+        return ""
+    return shlex.join(["--events-only", "--source-catalog", input.catalog])
+
+
 def s3_options():
     """`stormfusion download` options for the configured bucket."""
     s3 = config["s3"]

@@ -33,10 +33,15 @@ if config["source"] == "synthetic":
             " --config-hash {CONFIG_HASH} > {log:q} 2>&1"
 
 else:
+    # Whole files: the catalog goes to RAW. Events only (`s3.events_only`): the bucket's
+    # catalog goes to INTERIM/download and the download writes RAW/CATALOG.csv for the
+    # subset files it makes. Either way the files are planned by a selection on the bucket's
+    # catalog and select_events runs again on RAW/CATALOG.csv once they are on disk, so the
+    # data fingerprint covers them.
 
     rule download_catalog:
         output:
-            catalog=f"{RAW}/CATALOG.csv",
+            catalog=SOURCE_CATALOG,
         log:
             f"{RESULTS}/logs/download_catalog.log",
         benchmark:
@@ -56,11 +61,38 @@ else:
             "stormfusion download {params.s3} --out {params.out:q} --catalog-only"
             " --config-hash {CONFIG_HASH} > {log:q} 2>&1"
 
+    rule plan_download:
+        input:
+            catalog=SOURCE_CATALOG,
+        output:
+            events=f"{INTERIM}/download/events.csv",
+            meta=f"{INTERIM}/download/events.json",
+        log:
+            f"{RESULTS}/logs/plan_download.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/plan_download.tsv"
+        conda:
+            CONDA_ENV
+        container:
+            CONTAINER
+        threads: 1
+        resources:
+            mem_mb=rule_resources("select_events", "mem_mb", 2000),
+            runtime=rule_resources("select_events", "runtime", 10),
+        params:
+            root=parent_of("catalog"),
+            filters=selection_options(),
+        shell:
+            "stormfusion select-events --catalog {input.catalog:q} --data-root {params.root:q}"
+            " {params.filters} --out {output.events:q} --meta {output.meta:q}"
+            " --config-hash {CONFIG_HASH} > {log:q} 2>&1"
+
     rule download_sevir:
         input:
-            events=f"{INTERIM}/events.csv",
+            events=f"{INTERIM}/download/events.csv",
+            catalog=SOURCE_CATALOG,
         output:
-            manifest=f"{INTERIM}/download_manifest.json",
+            **download_outputs(),
         log:
             f"{RESULTS}/logs/download_sevir.log",
         benchmark:
@@ -77,15 +109,17 @@ else:
             s3=s3_options(),
             out=RAW,
             concurrency=config["s3"]["concurrency"],
+            events_only=events_only_options,
         shell:
             "stormfusion download {params.s3} --out {params.out:q} --events {input.events:q}"
             " --concurrency {params.concurrency:q} --manifest {output.manifest:q}"
-            " --config-hash {CONFIG_HASH} > {log:q} 2>&1"
+            " {params.events_only} --config-hash {CONFIG_HASH} > {log:q} 2>&1"
 
 
 rule select_events:
     input:
         catalog=f"{RAW}/CATALOG.csv",
+        raw=raw_ready(),
     output:
         events=f"{INTERIM}/events.csv",
         meta=f"{INTERIM}/events.json",
