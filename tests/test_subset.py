@@ -410,3 +410,37 @@ def test_temporaries_of_a_killed_run_are_swept(
     assert {e["key"]: e["status"] for e in again["files"]}[entry["key"]] == "downloaded"
     assert final.read_bytes() == expected
     assert not list(out.rglob("*.tmp-*")) and not stage.exists()
+
+
+def test_one_unfiltered_chunk_per_event_is_read_by_ranges(s3: dict, tmp_path: Path) -> None:
+    """Older writers chunk one event per chunk without filters: still one range per event."""
+    key = "data/vil/2019/SEVIR_VIL_STORMEVENTS_2019_0701_1231.h5"
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 255, size=(4, 8, 8, 49), dtype=np.uint8)
+    path = tmp_path / "chunked.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("id", data=np.array([b"S1", b"S2", b"S3", b"S4"], dtype="S10"))
+        f.create_dataset("vil", data=data, chunks=(1, 8, 8, 49))
+    s3["client"].create_bucket(Bucket="chunked")
+    upload_public(s3["client"], "chunked", {key: path}, PART)
+    name = key.removeprefix("data/")
+    catalog = tmp_path / "CATALOG.csv"
+    catalog.write_text(
+        "id,file_name,file_index,img_type\n"
+        + "".join(f"S{i + 1},{name},{i},vil\n" for i in range(4))
+    )
+    events = tmp_path / "e.csv"
+    events.write_text(
+        "id,time_utc,event_type,episode_id,event_id,kind,vil_file,vil_index,vil_size\n"
+        f"S2,2019-07-01 00:00:00,Hail,1,1,storm,{name},1,8\n"
+        f"S4,2019-07-02 00:00:00,Hail,1,1,storm,{name},3,8\n"
+    )
+    out = tmp_path / "raw"
+    record = download_events_only(_opts(s3, "chunked"), events, catalog, out)
+    assert read_ids(out / key) == ["S2", "S4"]
+    np.testing.assert_array_equal(read_raster_event(out / key, "vil", 1, "S4"), data[3])
+    assert (out / "CATALOG.csv").read_text().splitlines()[1:] == [
+        f"S2,{name},0,vil",
+        f"S4,{name},1,vil",
+    ]
+    assert record["range_requests"] == 1 + 2  # one metadata block (the file is tiny), two events
