@@ -40,7 +40,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -443,6 +443,18 @@ def fetch_subset(
     return _subset_entry(root, final, record, "downloaded")
 
 
+def _fetch_all(
+    client: Any, opts: S3Options, plans: Sequence[FilePlan], root: Path, traffic: Traffic
+) -> list[dict[str, Any]]:
+    """:func:`fetch_subset` for every file, files in parallel (``opts.concurrency`` requests
+    in flight in all: the files' threads share them), entries in plan order."""
+    outer = max(1, min(len(plans), opts.concurrency))
+    inner = replace(opts, concurrency=max(1, opts.concurrency // outer))
+    with ThreadPoolExecutor(max_workers=outer) as pool:
+        futures = [pool.submit(fetch_subset, client, inner, p, root, traffic) for p in plans]
+        return [f.result() for f in futures]
+
+
 def _subset_entry(root: Path, path: Path, record: dict[str, Any], status: str) -> dict[str, Any]:
     return {
         "key": record["source_key"],
@@ -532,7 +544,7 @@ def download_events_only(
     client = make_client(opts)
     traffic = Traffic()
     root.mkdir(parents=True, exist_ok=True)
-    entries = [fetch_subset(client, opts, plan, root, traffic) for plan in plans]
+    entries = _fetch_all(client, opts, plans, root, traffic)
     state = _State(root)
     for entry in entries:
         state.mark_made(entry["key"], root / entry["path"], entry["sha256"], entry["etag"])
