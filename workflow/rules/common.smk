@@ -111,7 +111,9 @@ def final_targets():
 # Where the bucket's own CATALOG.csv goes: RAW, or beside the plan when RAW/CATALOG.csv is
 # the events-only subset's catalog.
 SOURCE_CATALOG = (
-    f"{INTERIM}/download/CATALOG.csv" if config["s3"]["events_only"] else f"{RAW}/CATALOG.csv"
+    f"{INTERIM}/download/CATALOG.csv"
+    if config["s3"]["events_only"]
+    else f"{RAW}/CATALOG.csv"
 )
 
 
