@@ -9,13 +9,14 @@ CORES ?= 2
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup demo test lint benchmarks clean help
+.PHONY: setup demo test lint benchmarks gpu-check clean help
 
 help:
 	@echo "make demo   - set up, then run the whole pipeline on the synthetic twin (config/demo.yaml)"
 	@echo "make test   - set up, then run the test suite"
 	@echo "make lint   - ruff, mypy, snakefmt --check and snakemake --lint"
 	@echo "make benchmarks - run benchmarks/ and print the numbers for docs/benchmarks.md"
+	@echo "make gpu-check - CUDA tests + GPU throughput, latency and loader check (gpu_check.md)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +51,9 @@ lint: setup
 
 benchmarks: setup
 	$(BIN)/python -m benchmarks.run_all
+
+gpu-check: setup
+	PYTHON=$(BIN)/python bash benchmarks/gpu_check.sh gpu_check.md
 
 clean:
 	rm -rf data/demo results/tables results/figures results/scores results/forecasts \

@@ -12,7 +12,10 @@ On a synthetic twin at image size 384 (VIL 384, IR 192, lightning 48, as real SE
 3. training windows per second, all four modalities, from the Zarr stores against the same
    windows read straight from the HDF5 files with h5py (goal: >= 3x), with warm page
    cache and cold (each file's cached pages dropped with posix_fadvise before each pass);
-4. the loader (SevirWindowDataset at 384 through a DataLoader) at 0 and 2 workers.
+4. the loader (SevirWindowDataset at 384 through a DataLoader) at 0 and 2 workers against
+   the window reader reading exactly the same frames (goal: >= 0.5x); prints lines
+   ``loader/reader <ratio>x at <n> workers``. ``--sections loader`` builds the twin and
+   the stores it needs on its own.
 
 Every number is a ratio against a yardstick measured in the same run.
 """
@@ -36,7 +39,7 @@ from torch.utils.data import DataLoader
 
 from stormfusion.data.chunks import WindowReader
 from stormfusion.data.convert import DEFAULT_LAYOUT, StoreLayout, convert_modality
-from stormfusion.data.dataset import SevirWindowDataset
+from stormfusion.data.dataset import SevirWindowDataset, collate_windows
 from stormfusion.data.event_index import EventSource, event_sources, raw_file, read_event_index
 from stormfusion.data.hdf5 import grid_lightning
 from stormfusion.data.selection import SelectionOptions, run_selection
@@ -100,11 +103,14 @@ def cpu_of(
     return min(times)
 
 
-def build_twin(workdir: Path, n_events: int) -> Path:
+def build_twin(workdir: Path, n_events: int, image_size: int = 384) -> Path:
+    """A synthetic twin of ``n_events`` storm events under ``workdir`` and its event index."""
     root = workdir / "raw"
     events = workdir / "events.csv"
     if not events.exists():
-        synthesize_archive(root, n_storm=n_events, n_random=0, image_size=384, year=2019, seed=0)
+        synthesize_archive(
+            root, n_storm=n_events, n_random=0, image_size=image_size, year=2019, seed=0
+        )
         run_selection(
             root / "CATALOG.csv",
             SelectionOptions(),
@@ -317,21 +323,75 @@ def windows(events: Path, root: Path, workdir: Path, repeats: int) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def loader(events: Path, workdir: Path, repeats: int) -> pd.DataFrame:
+def ensure_stores(events: Path, root: Path, workdir: Path) -> Path:
+    """The four stores with the default layout under ``workdir/zarr`` (built if absent)."""
+    zarr_dir = workdir / "zarr"
+    for m in STUDY_MODALITIES:
+        if not (zarr_dir / f"{m}.zarr").is_dir():
+            convert_modality(events, root, m, zarr_dir / f"{m}.zarr", verify_events=0)
+    return zarr_dir
+
+
+def read_loader_windows(ds: SevirWindowDataset) -> int:
+    """The yardstick: exactly the frames the loader reads, through the window reader alone
+    (VIL inputs and target, the other modalities' inputs), in table order."""
+    readers = {m: WindowReader(zarr.open_array(ds.stores[m].path / m, mode="r")) for m in ds.stores}
+    rows = {m: ds._rows[m] for m in ds.stores}
+    t_in, t_out = ds.input_frames, ds.output_frames
+    nbytes = 0
+    for i in range(len(ds)):
+        start = ds.window_start(i)
+        for m, reader in readers.items():
+            row = int(rows[m][i])
+            if row >= 0:
+                stop = start + t_in + (t_out if m == "vil" else 0)
+                nbytes += reader.read(row, start, stop).nbytes
+    return nbytes
+
+
+def loader(events: Path, root: Path, workdir: Path, repeats: int) -> pd.DataFrame:
+    """The loader's windows/s (DataLoader, batch 4, shuffled, augmented, seed windows at
+    384) against the window reader reading the same windows in the same run."""
+    zarr_dir = ensure_stores(events, root, workdir)
     index = read_event_index(events)
     labels = assign_splits(index, "random", SplitOptions(val_fraction=0.0))
     table = make_windows(index, labels, PRESETS["seed"])
-    ds = SevirWindowDataset(workdir / "zarr", table, "train", image_size=384, augment=True)
-    rows = []
+    ds = SevirWindowDataset(zarr_dir, table, "train", image_size=384, augment=True)
     # one torch thread in the main process, as in each DataLoader worker: like for like
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    for workers in (0, 2):
-        dl = DataLoader(ds, batch_size=4, num_workers=workers, shuffle=True)
-        seconds = best_of(lambda dl=dl: sum(1 for _ in dl), repeats)
-        rows.append({"num_workers": workers, "windows": len(ds), "windows_s": len(ds) / seconds})
+    # persistent workers (as training uses them), so that a pass is not a start-up
+    loaders = {
+        workers: DataLoader(
+            ds,
+            batch_size=4,
+            num_workers=workers,
+            shuffle=True,
+            persistent_workers=workers > 0,
+            collate_fn=collate_windows,
+        )
+        for workers in (0, 2)
+    }
+    # interleaved passes, best of each: on a shared machine load only ever adds time
+    passes: dict[str, list[float]] = {"reader": [], **{str(w): [] for w in loaders}}
+    for _ in range(repeats + 1):  # the first round warms the workers up
+        passes["reader"].append(best_of(lambda: read_loader_windows(ds), 1))
+        for workers, dl in loaders.items():
+            passes[str(workers)].append(best_of(lambda dl=dl: sum(1 for _ in dl), 1))
     torch.set_num_threads(threads)
-    return pd.DataFrame(rows)
+    reader = min(passes["reader"])
+    return pd.DataFrame(
+        [
+            {
+                "num_workers": workers,
+                "windows": len(ds),
+                "reader_windows_s": len(ds) / reader,
+                "loader_windows_s": len(ds) / min(passes[str(workers)][1:]),
+                "loader_over_reader": reader / min(passes[str(workers)][1:]),
+            }
+            for workers in loaders
+        ]
+    )
 
 
 def main() -> None:
@@ -363,7 +423,14 @@ def main() -> None:
         print(windows(events, root, workdir, args.repeats).to_string(index=False))
     if "loader" in args.sections:
         print("\n## loader: SevirWindowDataset at 384, augment, batch 4 (seed windows)")
-        print(loader(events, workdir, args.repeats).to_string(index=False))
+        table = loader(events, root, workdir, args.repeats)
+        print(table.to_string(index=False))
+        for row in table.itertuples():
+            print(
+                f"loader/reader {row.loader_over_reader:.2f}x at {row.num_workers} workers "
+                f"(goal >= 0.5x): loader {row.loader_windows_s:.1f} windows/s, "
+                f"reader {row.reader_windows_s:.1f} windows/s"
+            )
 
 
 if __name__ == "__main__":

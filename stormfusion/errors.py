@@ -13,6 +13,19 @@ from __future__ import annotations
 class StormFusionError(Exception):
     """Bad input or an unrecoverable condition the user can act on."""
 
+    def __init__(self, *args: object) -> None:
+        # A DataLoader worker's error comes back re-raised with the worker's traceback as
+        # its message ("Caught StormFusionError in DataLoader worker process N. Original
+        # Traceback ..."): keep the original one-line message, which ends that traceback.
+        if len(args) == 1 and isinstance(args[0], str) and args[0].startswith(_FROM_WORKER):
+            _, sep, message = args[0].rpartition(f"{__name__}.StormFusionError: ")
+            if sep:
+                args = (message.strip(),)
+        super().__init__(*args)
+
+
+_FROM_WORKER = "Caught StormFusionError in DataLoader worker process"
+
 
 def describe_os_error(exc: OSError) -> str:
     """One line naming the path(s) and the cause of an operating-system error.

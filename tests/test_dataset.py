@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from stormfusion.data.chunks import WindowReader
 from stormfusion.data.convert import StoreLayout, convert_modality
-from stormfusion.data.dataset import SevirWindowDataset, _dihedral
+from stormfusion.data.dataset import SevirWindowDataset, _dihedral, collate_windows
 from stormfusion.data.hdf5 import grid_lightning, write_lightning_file
 from stormfusion.data.regrid import regrid, regrid_counts, regrid_mean
 from stormfusion.data.sevir import STUDY_MODALITIES
@@ -99,7 +99,7 @@ def test_items_hold_the_source_windows_at_native_resolution(
         vil[vil == 255] = 0  # missing VIL is read as 0
         assert item["inputs"]["vil"].dtype == torch.uint8
         np.testing.assert_array_equal(item["inputs"]["vil"].numpy(), vil[s : s + 13])
-        assert item["target"].dtype == torch.float32
+        assert item["target"].dtype == torch.uint8
         np.testing.assert_array_equal(item["target"].numpy(), vil[s + 13 : s + 25])
         for m in ("ir069", "ir107"):
             assert item["inputs"][m].dtype == torch.int16
@@ -196,11 +196,9 @@ def test_random_window_sampling_is_seeded_per_epoch_and_validates_at_frame_0(
         items = [train[i] for i in range(len(train))]
         assert [it["event_id"] for it in items] == events
         starts = [it["window_start"] for it in items]
-        # independent reference of the rule: default_rng((seed, epoch, event number, 1))
-        assert starts == [
-            int(np.random.default_rng((5, epoch, i, 1)).integers(49 - 25 + 1))
-            for i in range(len(events))
-        ]
+        # the documented rule: default_rng((seed, epoch, 1)) draws, one per event in order
+        rule = np.random.default_rng((5, epoch, 1)).integers(0, 49 - 25 + 1, len(events))
+        assert starts == rule.tolist()
         for it in items:
             vil = _source(twin, "vil", it["event_id"]).copy()
             vil[vil == 255] = 0
@@ -273,9 +271,20 @@ def test_dataloader_workers_give_the_same_batches(
     ds[0]  # handles opened in the parent must not travel to the workers
     batches = {}
     for workers in (0, 2):
-        loader = DataLoader(ds, batch_size=4, num_workers=workers)
+        loader = DataLoader(ds, batch_size=4, num_workers=workers, collate_fn=collate_windows)
         batches[workers] = list(loader)
-    assert len(batches[0]) == len(batches[2]) == 3
+    # the plain way: items one by one, stacked by default_collate
+    batches[-1] = list(DataLoader(_ItemsOnly(ds), batch_size=4))
+    assert len(batches[0]) == len(batches[2]) == len(batches[-1]) == 3
+    for b0, b2 in zip(batches[0], batches[-1], strict=True):
+        assert b0["event_id"] == b2["event_id"]
+        assert b0["window_start"].tolist() == b2["window_start"].tolist()
+        torch.testing.assert_close(b0["mask"], b2["mask"])
+        assert torch.equal(b0["target"], b2["target"])
+        assert all(torch.equal(b0["inputs"][m], b2["inputs"][m]) for m in STUDY_MODALITIES)
+    # without collate_windows the batched fetch still gives the same batches
+    plain = next(iter(DataLoader(ds, batch_size=4)))
+    assert torch.equal(plain["target"], batches[0][0]["target"])
     for b0, b2 in zip(batches[0], batches[2], strict=True):
         assert b0["event_id"] == b2["event_id"]
         assert b0["window_start"].dtype == torch.int64
@@ -284,6 +293,19 @@ def test_dataloader_workers_give_the_same_batches(
         torch.testing.assert_close(b0["target"], b2["target"])
         for m in STUDY_MODALITIES:
             torch.testing.assert_close(b0["inputs"][m], b2["inputs"][m])
+
+
+class _ItemsOnly(torch.utils.data.Dataset[dict[str, object]]):
+    """The dataset without its batched fetch (``__getitems__``)."""
+
+    def __init__(self, ds: SevirWindowDataset) -> None:
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> dict[str, object]:
+        return self.ds[i]
 
 
 def test_targets_only(archive: tuple[Twin, Path, pd.DataFrame]) -> None:
@@ -351,3 +373,62 @@ def test_window_reader_matches_zarr_indexing(tmp_path: Path, layout: StoreLayout
                 )
     with pytest.raises(IndexError):
         WindowReader(zarr.open_array(tmp_path / "vil.zarr" / "vil", mode="r")).read(0, 40, 50)
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        ("delete", "the chunk file is missing"),
+        ("truncate", "corrupt or truncated"),
+        ("garbage", "corrupt or truncated"),
+    ],
+)
+@pytest.mark.parametrize("layout", [StoreLayout(7, "blosc-lz4"), StoreLayout(7, "zstd1")])
+def test_damaged_chunks_are_refused_naming_store_event_and_chunk(
+    tmp_path: Path, damage: str, says: str, layout: StoreLayout
+) -> None:
+    """Deleted, cut-off or overwritten chunk files are errors, never read as fill (zeros),
+    through the dataset and through DataLoader workers alike (one line, no traceback)."""
+    twin = make_twin(tmp_path, n_events=2, size=16)
+    zarr_dir = tmp_path / "zarr"
+    convert_modality(twin.events_csv, tmp_path, "vil", zarr_dir / "vil.zarr", layout=layout)
+    table = _windows(twin.events_csv, val_fraction=0.5)
+    event = str(table.event_id[0])
+    start = int(table.window_start[0])
+    row = twin.ids.index(event)  # the store keeps the event index's order
+    key = f"c/{row}/{start // 7 + 1}/0/0"  # the window's second chunk
+    chunk = zarr_dir / "vil.zarr" / "vil" / key
+    assert chunk.is_file()  # every chunk is written, even all-fill ones
+    data = chunk.read_bytes()
+    if damage == "delete":
+        chunk.unlink()
+    elif damage == "truncate":
+        chunk.write_bytes(data[: len(data) // 2])
+    else:
+        chunk.write_bytes(bytes(len(data)))
+    ds = SevirWindowDataset(zarr_dir, table.iloc[:1], None, modalities=("vil",), image_size=16)
+    pattern = f"vil.zarr/vil: event {event}, chunk {key}: {says}.*convert it again"
+    with pytest.raises(StormFusionError, match=pattern):
+        ds[0]
+    with pytest.raises(StormFusionError, match=pattern) as caught:
+        list(DataLoader(ds, batch_size=1, num_workers=1, collate_fn=collate_windows))
+    assert "Traceback" not in str(caught.value)
+
+
+def test_stores_that_may_skip_empty_chunks_are_logged(
+    archive: tuple[Twin, Path, pd.DataFrame], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store of an older format (or another writer) may lack all-fill chunks: opened,
+    with a warning that a missing chunk there reads as the fill value."""
+    _, zarr_dir, windows = archive
+    old = tmp_path / "vil.zarr"
+    xr.open_zarr(
+        zarr_dir / "vil.zarr", consolidated=False, mask_and_scale=False
+    ).load().assign_attrs(store_format=1).to_zarr(old, zarr_format=3, consolidated=False)
+    with caplog.at_level(logging.WARNING, logger="stormfusion.data.dataset"):
+        ds = SevirWindowDataset(tmp_path, windows, None, modalities=())
+    assert "store_format 1 predates format 2" in caplog.text
+    assert ds.stores["vil"].store_format == 1
+    fresh = SevirWindowDataset(zarr_dir, windows, None, modalities=())
+    assert fresh.stores["vil"].store_format == 2
+    torch.testing.assert_close(ds[0]["target"], fresh[0]["target"])

@@ -387,6 +387,7 @@ def test_the_schema_documents_every_setting_with_the_dataclass_default() -> None
     sections = {
         "training": schema["$defs"]["training"]["properties"],
         "data": schema["properties"]["data"]["properties"],
+        "split": schema["properties"]["split"]["properties"],
     }
     for f in config_fields():
         section = sections[f.metadata["schema"]]

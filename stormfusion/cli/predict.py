@@ -14,6 +14,8 @@ HELP = "forecast a split with a trained checkpoint or an untrained baseline, to 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from stormfusion.training.config import TrainingConfig
+
     parser.add_argument("--run", required=True, help="run name (recorded in the store)")
     parser.add_argument("--model", required=True, help="registry name")
     parser.add_argument("--model-args", default="{}", help="constructor arguments as JSON")
@@ -23,6 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events-meta", required=True, type=Path, help="events.json")
     parser.add_argument("--split", default="val", choices=["train", "val", "test"])
     parser.add_argument("--image-size", type=int, default=384, help="model grid (pixels)")
+    parser.add_argument(
+        "--lightning-frames",
+        default=TrainingConfig.lightning_frames,
+        help="as the run was trained with (see train --lightning-frames; default: "
+        f"{TrainingConfig.lightning_frames})",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     parser.add_argument("--out", required=True, type=Path, help="RESULTS/forecasts/RUN.zarr")
@@ -42,4 +50,5 @@ def run(args: argparse.Namespace) -> None:
         image_size=args.image_size,
         batch_size=args.batch_size,
         workers=args.workers,
+        lightning_frames=args.lightning_frames,
     )

@@ -7,39 +7,85 @@ file takes about 0.3 ms (``benchmarks/bench_archive.py``). For the training acce
 chunk files of a local store directly and decodes them with numcodecs, for the layouts
 :mod:`stormfusion.data.convert` writes: a regular chunk grid of whole frames, the default
 ``/`` chunk keys, little-endian ``bytes`` serialisation and at most one of the Zstandard,
-Blosc or gzip compressors. Chunks never written (zarr skips chunks that are all fill
-value) read as the fill value. Any other layout (sharding, other codecs, remote stores)
-falls back to zarr's own indexing, so the reader is always correct, only faster where it
-can be.
+Blosc or gzip compressors. Any other layout (sharding, other codecs, remote stores) falls
+back to zarr's own indexing, so the reader is always correct, only faster where it can be.
+
+Damage is refused, never read as data: a chunk file that does not decode to exactly one
+chunk (corrupt or truncated) is a :class:`~stormfusion.errors.StormFusionError` naming the
+store, the event and the chunk, and so is a missing chunk file when the store says every
+chunk was written (``all_chunks=True``: stores of ``store_format`` 2 and later, see
+:mod:`stormfusion.data.convert`; older stores skipped chunks that were all fill value, so
+there a missing file reads as the fill value). On the zarr fallback, errors zarr raises
+are refused alike.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numcodecs
 import numpy as np
 import zarr
+from numcodecs.compat import ensure_ndarray
 from zarr.codecs import BloscCodec, BytesCodec, GzipCodec, ZstdCodec
 from zarr.storage import LocalStore
+
+from stormfusion.errors import StormFusionError
 
 logger = logging.getLogger(__name__)
 
 #: Decode a chunk file's bytes into a C-contiguous array of the chunk's size.
 Decoder = Callable[[bytes, np.ndarray], object]
 
-#: zarr v3 compressor -> a numcodecs codec that understands its frames.
-_CODECS: dict[type, Callable[[], numcodecs.abc.Codec]] = {
-    ZstdCodec: numcodecs.Zstd,
-    BloscCodec: numcodecs.Blosc,
-    GzipCodec: numcodecs.GZip,
-}
-
 
 def _copy_into(data: bytes, out: np.ndarray) -> None:
+    """Uncompressed chunk: the file must hold exactly the chunk's bytes."""
+    if len(data) != out.nbytes:
+        raise ValueError(f"{len(data)} bytes for a chunk of {out.nbytes}")
     out.reshape(-1).view(np.uint8)[:] = np.frombuffer(data, dtype=np.uint8)
+
+
+def _blosc_decoder() -> Decoder:
+    """Blosc frames decoded in place, after checking their header against the file and the
+    chunk: c-blosc's 16-byte header gives the decoded size (bytes 4-7) and the frame's own
+    size (bytes 12-15), little-endian; blosc itself does not notice a cut-off frame."""
+    codec = numcodecs.Blosc()
+
+    def decode(data: bytes, out: np.ndarray) -> None:
+        if len(data) < 16:
+            raise ValueError(f"{len(data)} bytes: shorter than a blosc header")
+        nbytes = int.from_bytes(data[4:8], "little")
+        cbytes = int.from_bytes(data[12:16], "little")
+        if cbytes != len(data):
+            raise ValueError(f"the blosc frame has {cbytes} bytes, the file {len(data)}")
+        if nbytes != out.nbytes:
+            raise ValueError(f"the blosc frame decodes to {nbytes} bytes, a chunk has {out.nbytes}")
+        codec.decode(data, out)
+
+    return decode
+
+
+def _sized_decoder(factory: Callable[[], numcodecs.abc.Codec]) -> Decoder:
+    """Codecs that may decode a short frame without complaint: decode, check the size, copy."""
+    codec = factory()
+
+    def decode(data: bytes, out: np.ndarray) -> None:
+        flat = ensure_ndarray(codec.decode(data)).reshape(-1).view(np.uint8)
+        if flat.nbytes != out.nbytes:
+            raise ValueError(f"decodes to {flat.nbytes} bytes, a chunk has {out.nbytes}")
+        out.reshape(-1).view(np.uint8)[:] = flat
+
+    return decode
+
+
+#: zarr v3 compressor -> a checked decoder of its frames.
+_CODECS: dict[type, Callable[[], Decoder]] = {
+    ZstdCodec: lambda: _sized_decoder(numcodecs.Zstd),
+    BloscCodec: _blosc_decoder,
+    GzipCodec: lambda: _sized_decoder(numcodecs.GZip),
+}
 
 
 class WindowReader:
@@ -47,10 +93,16 @@ class WindowReader:
 
     Args:
         array: the opened array (its metadata decides whether the fast path applies).
+        events: event id of each row, to name events in errors (default: row numbers).
+        all_chunks: every chunk was written, so a missing chunk file is damage.
     """
 
-    def __init__(self, array: zarr.Array) -> None:
+    def __init__(
+        self, array: zarr.Array, events: Sequence[str] | None = None, all_chunks: bool = False
+    ) -> None:
         self.array = array
+        self.events = list(events) if events is not None else None
+        self.all_chunks = bool(all_chunks)
         self.shape = tuple(int(n) for n in array.shape)
         self.dtype = np.dtype(array.dtype)
         self._decode: Decoder | None = None
@@ -95,7 +147,7 @@ class WindowReader:
             factory = _CODECS.get(type(rest[0]))
             if factory is None:
                 return f"compressor {type(rest[0]).__name__}"
-            self._decode = factory().decode
+            self._decode = factory()
         else:
             self._decode = _copy_into
         self._root = Path(store.root) / array.store_path.path
@@ -107,31 +159,75 @@ class WindowReader:
         """Whether reads bypass zarr's pipeline."""
         return self._root is not None
 
-    def read(self, row: int, start: int, stop: int) -> np.ndarray:
-        """Frames ``[start, stop)`` of event row ``row``: ``(stop - start, H, W)``."""
+    def read(self, row: int, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Frames ``[start, stop)`` of event row ``row``: ``(stop - start, H, W)``.
+
+        ``out``: a C-contiguous array of that shape and the store's dtype to decode into
+        (reused buffers spare the page faults of fresh memory); returned filled.
+        """
         n, t, h, w = self.shape
         if not (0 <= row < n and 0 <= start <= stop <= t):
             raise IndexError(f"row {row}, frames [{start}, {stop}) outside shape {self.shape}")
+        shape = (stop - start, h, w)
+        if out is None:
+            out = np.empty(shape, dtype=self.dtype)
+        elif out.shape != shape or out.dtype != self.dtype or not out.flags.c_contiguous:
+            raise ValueError(f"out must be C-contiguous {shape} {self.dtype}")
         if self._root is None or self._decode is None:
-            return np.asarray(self.array[row, start:stop])
-        out = np.empty((stop - start, h, w), dtype=self.dtype)
+            try:
+                out[...] = np.asarray(self.array[row, start:stop])
+            except Exception as exc:  # any codec or store failure is damage
+                raise self._damage(row, f"frames {start}..{stop - 1}", exc) from None
+            return out
         ct = self._chunk_t
-        prefix = self._root / "c" / str(row)
         scratch: np.ndarray | None = None
         for c in range(start // ct, -(-stop // ct)):
             c0 = c * ct
             lo, hi = max(start, c0), min(stop, c0 + ct)
-            try:
-                raw = (prefix / str(c) / "0" / "0").read_bytes()
-            except FileNotFoundError:  # never written: all fill value
+            raw = self._chunk_bytes(row, c)
+            if raw is None:  # never written (older stores): all fill value
                 out[lo - start : hi - start] = self._fill
                 continue
             if hi - lo == ct:  # the whole chunk is wanted: decode in place
-                self._decode(raw, out[lo - start : hi - start])
+                self._decode_chunk(raw, out[lo - start : hi - start], row, c)
                 continue
             # zarr writes edge chunks whole: (ct, h, w) even past the last frame
             if scratch is None:
                 scratch = np.empty((ct, h, w), dtype=self.dtype)
-            self._decode(raw, scratch)
+            self._decode_chunk(raw, scratch, row, c)
             out[lo - start : hi - start] = scratch[lo - c0 : hi - c0]
         return out
+
+    def _key(self, row: int, c: int) -> str:
+        return f"c/{row}/{c}/0/0"
+
+    def _chunk_bytes(self, row: int, c: int) -> bytes | None:
+        """The chunk file's bytes; None for a chunk an older store never wrote."""
+        if self._root is None:
+            raise AssertionError("direct reads need the fast path")
+        try:
+            return (self._root / self._key(row, c)).read_bytes()
+        except FileNotFoundError:
+            if self.all_chunks:
+                raise self._damage(
+                    row, f"chunk {self._key(row, c)}", "the chunk file is missing"
+                ) from None
+            return None
+
+    def _decode_chunk(self, raw: bytes, out: np.ndarray, row: int, c: int) -> None:
+        """Decode one whole chunk into ``out`` (its exact size), or refuse it."""
+        if self._decode is None:
+            raise AssertionError("direct reads need the fast path")
+        try:
+            self._decode(raw, out)
+        except Exception as exc:  # any codec failure: a damaged chunk
+            raise self._damage(
+                row, f"chunk {self._key(row, c)}", f"corrupt or truncated ({exc})"
+            ) from None
+
+    def _damage(self, row: int, where: str, cause: object) -> StormFusionError:
+        event = self.events[row] if self.events is not None else f"row {row}"
+        return StormFusionError(
+            f"{self.array.store_path}: event {event}, {where}: {cause}; the store is "
+            "damaged: convert it again"
+        )

@@ -63,7 +63,7 @@ logger = logging.getLogger(__name__)
 #: Catalog columns giving each patch's corners (degrees).
 BOUNDS_COLUMNS: Final = ("llcrnrlat", "llcrnrlon", "urcrnrlat", "urcrnrlon")
 #: Version of the store layout; bumped when a reader must change.
-STORE_FORMAT: Final = 1
+STORE_FORMAT: Final = 2  # 2: every chunk is written, even all fill (a missing one is damage)
 
 #: Compression pipelines a store may use (bytes -> bytes codecs after serialisation).
 COMPRESSORS: Registry[Callable[[], list[BytesBytesCodec]]] = Registry("compressor")

@@ -12,14 +12,15 @@ windows table, in table order; see *window sampling*):
   fewer bytes than float32 and never interpolates IR or lightning up to S;
 - ``mask``: float32 ``(4,)`` in ``STUDY_MODALITIES`` order, 1 where the modality is
   requested and present for the event, 0 otherwise;
-- ``target``: float32 ``(T_out, S, S)``, VIL frames ``[start + T_in, start + T_in + T_out)``
-  on the 0..255 scale;
+- ``target``: ``(T_out, S, S)`` VIL frames ``[start + T_in, start + T_in + T_out)`` on the
+  0..255 scale, stored uint8 (missing read as 0); the trainer makes it float32 on its
+  device, scoring in float64;
 - ``event_id``: str, ``window_start``: int.
 
 A store whose grid is not the modality's grid at S (a store of 384-pixel VIL read at
 S = 64, say) is regridded on the CPU with :mod:`stormfusion.data.regrid` (continuous fields
-bilinear up / area-averaged down, lightning count-preserving) and then arrives as float32
-stored units.
+bilinear up / area-averaged down, lightning count-preserving) and then arrives (inputs
+and target) as float32 stored units.
 
 Missing VIL (digital value 255, :data:`stormfusion.data.sevir.MISSING_VALUES`): read as 0
 (no echo) in inputs and in targets alike, before any regridding, so that no 255 leaks into
@@ -39,14 +40,16 @@ input time.
 
 Window sampling (``window_sampling``): ``fixed`` yields the windows of the table;
 ``random`` yields one window per event (the events of the table, in order): in the
-``train`` split with a start drawn from ``numpy.random.default_rng((seed, epoch, event
-number))`` uniformly among the event's possible starts (0 .. 49 - T_in - T_out), in any
-other split the window starting at frame 0 (as the seed study validated).
+``train`` split with a start drawn uniformly among the event's possible starts
+(0 .. 49 - T_in - T_out): ``numpy.random.default_rng((seed, epoch, 1)).integers(0, last + 1,
+n_events)[event number]``, so deterministic from (seed, epoch, event); in any other split
+the window starting at frame 0 (as the seed study validated).
 
 Augmentation (``augment=True``): one of the 8 symmetries of the square (rotations by
 multiples of 90 degrees, optionally followed by a left-right flip), the same for every
 modality (each at its own resolution) and the target of an item, drawn from
-``numpy.random.default_rng((seed, epoch, index))``: reproducible, different per epoch
+``numpy.random.default_rng((seed, epoch, 0)).integers(0, 8, n_items)[index]`` (quarter
+turns = draw % 4, flip = draw >= 4): reproducible, different per epoch
 (call :meth:`SevirWindowDataset.set_epoch` before each epoch; with
 ``persistent_workers=True`` the workers keep the epoch they started with).
 
@@ -57,6 +60,7 @@ Windows are read chunk file by chunk file (:class:`stormfusion.data.chunks.Windo
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -68,7 +72,7 @@ import numpy as np
 import pandas as pd
 import torch
 import zarr
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from stormfusion.data.chunks import WindowReader
 from stormfusion.data.regrid import native_size, regrid
@@ -89,6 +93,10 @@ logger = logging.getLogger(__name__)
 TARGET_MODALITY = "vil"
 #: What the loader reads a stored "missing" value (:data:`MISSING_VALUES`) as.
 MISSING_READ_AS: Final = 0
+
+#: Defaults of the loader's named options (the schema documents the same).
+DEFAULT_LIGHTNING_FRAMES: Final = "official"
+DEFAULT_WINDOW_SAMPLING: Final = "fixed"
 
 #: ``lightning_frames`` -> how many frames the lightning inputs lag the official grid.
 LIGHTNING_FRAMES: Registry[int] = Registry("lightning_frames")
@@ -111,6 +119,7 @@ class StoreInfo:
     size: int  # native pixels per side
     data_fingerprint: str
     missing_pixels: np.ndarray | None  # per row, where the store counts them
+    store_format: int  # ALL_CHUNKS_FORMAT and later: every chunk written
 
 
 def store_path(zarr_dir: str | os.PathLike[str], modality: str) -> Path:
@@ -169,7 +178,29 @@ def inspect_store(zarr_dir: str | os.PathLike[str], modality: str) -> StoreInfo:
         int(h),
         str(group.attrs.get("data_fingerprint", "")),
         missing,
+        _store_format(group, path),
     )
+
+
+#: The first store format that writes every chunk (:data:`stormfusion.data.convert.STORE_FORMAT`).
+ALL_CHUNKS_FORMAT: Final = 2
+
+
+def _store_format(group: zarr.Group, path: Path) -> int:
+    """The store's format. Older than :data:`ALL_CHUNKS_FORMAT` (or written by other tools)
+    it may lack chunks that were all fill value, so a missing chunk file reads as the fill
+    value there: logged, since damage then cannot be told from empty data."""
+    value = group.attrs.get("store_format", 0)
+    fmt = value if isinstance(value, int) else 0
+    if fmt < ALL_CHUNKS_FORMAT:
+        logger.warning(
+            "%s: store_format %s predates format %d, which writes every chunk: a missing "
+            "chunk file reads as the fill value (convert the store again to have it refused)",
+            path,
+            value,
+            ALL_CHUNKS_FORMAT,
+        )
+    return fmt
 
 
 #: One frame's copy under each symmetry (k quarter turns counter-clockwise, as
@@ -227,8 +258,8 @@ class SevirWindowDataset(Dataset[dict[str, Any]]):
         image_size: int = 384,
         augment: bool = False,
         seed: int = 0,
-        lightning_frames: str = "official",
-        window_sampling: str = "fixed",
+        lightning_frames: str = DEFAULT_LIGHTNING_FRAMES,
+        window_sampling: str = DEFAULT_WINDOW_SAMPLING,
     ) -> None:
         self.zarr_dir = Path(zarr_dir)
         self.modalities = tuple(modalities)
@@ -251,6 +282,7 @@ class SevirWindowDataset(Dataset[dict[str, Any]]):
         self.window_sampling = window_sampling
         self._random_starts = WINDOW_SAMPLING.get(window_sampling) and split == "train"
         self._epoch = 0
+        self._draw_cache: dict[tuple[int, int], np.ndarray] = {}
         table, where = self._read_table(windows)
         if split is not None:
             table = table[table["split"] == split]
@@ -283,6 +315,7 @@ class SevirWindowDataset(Dataset[dict[str, Any]]):
         self.missing_windows = {m: int((self._rows[m] < 0).sum()) for m in self.modalities}
         self._log_summary(where)
         self._readers: dict[str, WindowReader] | None = None
+        self._buffers: dict[str, np.ndarray] | None = None
 
     # -- construction helpers ---------------------------------------------------------
 
@@ -380,6 +413,7 @@ class SevirWindowDataset(Dataset[dict[str, Any]]):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_readers"] = None  # each worker opens its own handles
+        state["_buffers"] = None
         return state
 
     def _reader(self, modality: str) -> WindowReader:
@@ -387,16 +421,34 @@ class SevirWindowDataset(Dataset[dict[str, Any]]):
             self._readers = {}
         reader = self._readers.get(modality)
         if reader is None:
-            array = zarr.open_array(self.stores[modality].path / modality, mode="r")
-            self._readers[modality] = reader = WindowReader(array)
+            info = self.stores[modality]
+            array = zarr.open_array(info.path / modality, mode="r")
+            events = sorted(info.events, key=info.events.__getitem__)
+            all_chunks = info.store_format >= ALL_CHUNKS_FORMAT
+            reader = WindowReader(array, events, all_chunks=all_chunks)
+            self._readers[modality] = reader
         return reader
 
+    def _scratch(self, modality: str, frames: int) -> np.ndarray:
+        """A reused read buffer of ``frames`` stored frames (valid until the next read)."""
+        if self._buffers is None:
+            self._buffers = {}
+        buffer = self._buffers.get(modality)
+        if buffer is None or buffer.shape[0] < frames:
+            n = self.stores[modality].size
+            buffer = np.empty((frames, n, n), dtype=MODALITIES[modality].dtype)
+            self._buffers[modality] = buffer
+        return buffer[:frames]
+
     def _raw(self, modality: str, row: int, start: int, stop: int) -> np.ndarray:
-        """Stored frames ``[start, stop)`` of one store row (lightning lagged as asked)."""
+        """Stored frames ``[start, stop)`` of one store row (lightning lagged as asked).
+
+        Returns a view of a reused buffer: copy it before the next read of ``modality``.
+        """
         lag = self._lag if modality == "lght" else 0
         reader = self._reader(modality)
         if not lag:
-            return reader.read(row, start, stop)
+            return reader.read(row, start, stop, out=self._scratch(modality, stop - start))
         first = max(start - lag, 0)
         frames = reader.read(row, first, stop - lag)
         if first == start - lag:
@@ -408,67 +460,169 @@ class SevirWindowDataset(Dataset[dict[str, Any]]):
     def _frames(self, modality: str, row: int, start: int, stop: int) -> np.ndarray:
         """Frames ``[start, stop)`` of one store row on the modality's batch grid.
 
-        Stored units and dtype when the store's grid is the batch's; float32 stored units
-        regridded on the CPU otherwise. Missing values read as :data:`MISSING_READ_AS`.
+        Stored units and dtype when the store's grid is the batch's (a view of a reused
+        buffer); float32 stored units regridded on the CPU otherwise. Missing values read
+        as :data:`MISSING_READ_AS`.
         """
         raw = self._raw(modality, row, start, stop)
         missing = MISSING_VALUES.get(modality)
-        if missing is not None:
-            raw[raw == missing] = MISSING_READ_AS
+        counts = self.stores[modality].missing_pixels
+        if missing is not None and (counts is None or counts[row] > 0):
+            raw[raw == missing] = MISSING_READ_AS  # only events the store counts any in
         size = self._sizes[modality]
         if raw.shape[-1] == size:
             return raw
         frames = torch.from_numpy(raw.astype(np.float32))
         return regrid(modality, frames, size).numpy()
 
-    def _absent(self, modality: str, frames: int) -> np.ndarray:
-        """Zeros standing in for a modality the event lacks, in the dtype present ones have."""
-        info = self.stores[modality]
-        size = self._sizes[modality]
-        dtype = np.dtype(MODALITIES[modality].dtype) if info.size == size else np.float32
-        return np.zeros((frames, size, size), dtype=dtype)
+    def _dtype(self, modality: str) -> torch.dtype:
+        """The batch dtype of ``modality``: stored, or float32 where the loader regrids."""
+        if self.stores[modality].size != self._sizes[modality]:
+            return torch.float32
+        return torch.from_numpy(np.zeros(0, dtype=MODALITIES[modality].dtype)).dtype
 
     def augmentation(self, index: int) -> tuple[int, bool]:
         """The (quarter turns, flip) of item ``index`` this epoch; (0, False) without it."""
         if not self.augment:
             return 0, False
-        rng = np.random.default_rng((self.seed, self._epoch, index))
-        return int(rng.integers(4)), bool(rng.integers(2))
+        draw = int(self._draws(0, 8)[index])
+        return draw % 4, draw >= 4
 
     def window_start(self, index: int) -> int:
         """First frame of item ``index`` this epoch (random window sampling draws it)."""
         if not self._random_starts:
             return int(self._starts[index])
         last = N_FRAMES - self._input_frames - self._output_frames
-        rng = np.random.default_rng((self.seed, self._epoch, index, 1))
-        return int(rng.integers(last + 1))
+        return int(self._draws(1, last + 1)[index])
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < len(self.windows):
-            raise IndexError(f"window {index} out of range for {len(self.windows)} windows")
+    def _draws(self, stream: int, high: int) -> np.ndarray:
+        """This epoch's draws in [0, high) for every item, one stream per purpose."""
+        key = (self._epoch, stream)
+        draws = self._draw_cache.get(key)
+        if draws is None:
+            rng = np.random.default_rng((self.seed, self._epoch, stream))
+            draws = rng.integers(0, high, len(self.windows))
+            self._draw_cache = {k: v for k, v in self._draw_cache.items() if k[0] == key[0]}
+            self._draw_cache[key] = draws
+        return draws
+
+    def _fill(self, index: int, inputs: dict[str, np.ndarray], target: np.ndarray) -> int:
+        """Write item ``index`` into ``inputs`` (per modality ``(T_in, n_m, n_m)``) and
+        ``target`` (``(T_out, S, S)``); returns the window's first frame."""
         start = self.window_start(index)
         t_in, t_out = self._input_frames, self._output_frames
         k, flip = self.augmentation(index)
         vil_row = int(self._rows[TARGET_MODALITY][index])
-        vil = _dihedral(
-            self._frames(TARGET_MODALITY, vil_row, start, start + t_in + t_out), k, flip
-        )
-        inputs: dict[str, torch.Tensor] = {}
-        mask = torch.zeros(len(STUDY_MODALITIES), dtype=torch.float32)
-        for m in self.modalities:
+        vil = self._frames(TARGET_MODALITY, vil_row, start, start + t_in + t_out)
+        _dihedral_into(vil[t_in:], k, flip, target)
+        for m, out in inputs.items():
             row = int(self._rows[m][index])
             if row < 0:
-                x = self._absent(m, t_in)
+                out.fill(0)
             elif m == TARGET_MODALITY:
-                x = vil[:t_in]
+                _dihedral_into(vil[:t_in], k, flip, out)
             else:
-                x = _dihedral(self._frames(m, row, start, start + t_in), k, flip)
-            mask[STUDY_MODALITIES.index(m)] = float(row >= 0)
-            inputs[m] = torch.from_numpy(x)
+                _dihedral_into(self._frames(m, row, start, start + t_in), k, flip, out)
+        return start
+
+    def _mask(self, index: int) -> list[float]:
+        mask = [0.0] * len(STUDY_MODALITIES)
+        for m in self.modalities:
+            mask[STUDY_MODALITIES.index(m)] = float(self._rows[m][index] >= 0)
+        return mask
+
+    def _empty(self, batch: tuple[int, ...]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Input and target tensors for ``batch`` items (``()``: one item, unbatched).
+
+        In a DataLoader worker they live in shared memory, as ``default_collate`` puts its
+        batches, so that handing them to the main process copies nothing.
+        """
+        shared = torch.utils.data.get_worker_info() is not None and batch != ()
+        t_in, t_out, s = self._input_frames, self._output_frames, self.image_size
+        inputs = {
+            m: _empty_tensor((*batch, t_in, self._sizes[m], self._sizes[m]), self._dtype(m), shared)
+            for m in self.modalities
+        }
+        target = _empty_tensor((*batch, t_out, s, s), self._dtype(TARGET_MODALITY), shared)
+        return inputs, target
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self.windows):
+            raise IndexError(f"window {index} out of range for {len(self.windows)} windows")
+        inputs, target = self._empty(())
+        start = self._fill(index, {m: x.numpy() for m, x in inputs.items()}, target.numpy())
         return {
             "inputs": inputs,
-            "mask": mask,
-            "target": torch.from_numpy(vil[t_in:].astype(np.float32)),
+            "mask": torch.tensor(self._mask(index), dtype=torch.float32),
+            "target": target,
             "event_id": self._event_ids[index],
             "window_start": start,
         }
+
+    def __getitems__(self, indices: Sequence[int]) -> WindowBatch:
+        """Items ``indices`` written straight into batch tensors (the DataLoader's batched
+        fetch): :func:`collate_windows` returns that batch without copying, any other
+        collate function stacks the items (views of it) as usual."""
+        for index in indices:
+            if not 0 <= index < len(self.windows):
+                raise IndexError(f"window {index} out of range for {len(self.windows)} windows")
+        inputs, target = self._empty((len(indices),))
+        arrays = {m: x.numpy() for m, x in inputs.items()}
+        target_array = target.numpy()
+        starts = [
+            self._fill(index, {m: a[i] for m, a in arrays.items()}, target_array[i])
+            for i, index in enumerate(indices)
+        ]
+        batch: dict[str, Any] = {
+            "inputs": inputs,
+            "mask": torch.tensor([self._mask(i) for i in indices], dtype=torch.float32),
+            "target": target,
+            "event_id": [self._event_ids[i] for i in indices],
+            "window_start": torch.tensor(starts, dtype=torch.int64),
+        }
+        items = [
+            {
+                "inputs": {m: x[i] for m, x in inputs.items()},
+                "mask": batch["mask"][i],
+                "target": target[i],
+                "event_id": batch["event_id"][i],
+                "window_start": starts[i],
+            }
+            for i in range(len(indices))
+        ]
+        return WindowBatch(items, batch)
+
+
+class WindowBatch(list[dict[str, Any]]):
+    """The items of one batch (views) and, in :attr:`batch`, the batch they are views of."""
+
+    def __init__(self, items: list[dict[str, Any]], batch: dict[str, Any]) -> None:
+        super().__init__(items)
+        self.batch = batch
+
+
+def collate_windows(data: Sequence[Any]) -> Any:
+    """``collate_fn`` for :class:`SevirWindowDataset` loaders: the batch its batched fetch
+    already built (no copy), else ``default_collate`` of the items."""
+    if isinstance(data, WindowBatch):
+        return data.batch
+    return default_collate(list(data))
+
+
+def _empty_tensor(shape: tuple[int, ...], dtype: torch.dtype, shared: bool) -> torch.Tensor:
+    """An uninitialised tensor, in shared memory if asked (as ``default_collate`` does)."""
+    if not shared:
+        return torch.empty(shape, dtype=dtype)
+    elem = torch.empty(0, dtype=dtype)
+    storage = elem._typed_storage()._new_shared(math.prod(shape))
+    return elem.new(storage).resize_(*shape)
+
+
+def _dihedral_into(src: np.ndarray, k: int, flip: bool, out: np.ndarray) -> None:
+    """``out[...] = _dihedral(src, k, flip)`` without an intermediate array."""
+    if not k and not flip:
+        np.copyto(out, src, casting="same_kind")
+        return
+    copy = _SYMMETRY[(k, flip)]
+    for t in range(src.shape[0]):
+        copy(src[t], out[t])

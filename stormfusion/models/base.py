@@ -19,6 +19,9 @@ bilinear for IR, count-preserving for lightning) and normalises it with
 :mod:`stormfusion.data.normalization`. The rest of a model sees float32, normalised frames
 (B, T_in, H, W), all on one grid.
 
+Targets (``target``, VIL on 0..255, (B, T_out, S, S)) leave the loader as stored uint8;
+the trainer hands ``training_loss`` float32 targets on its device.
+
 Output: VIL on the 0..255 digital scale, shape (B, T_out, H, W), float32, H = W = S.
 :meth:`ForecastModel.forecast` clamps it to [0, 255]; scoring only ever calls ``forecast``.
 """
@@ -91,9 +94,10 @@ class ForecastModel(nn.Module, abc.ABC):
         """Loss for one batch and its named terms (for logging).
 
         The default is the MSE on the 0..1 scale (VIL / 255). ``target`` is (B, T_out, H, W)
-        on the 0..255 scale.
+        on the 0..255 scale (float32 from the trainer; any real or integer dtype works).
         """
         pred = self(inputs, mask)
+        target = target.float()
         mse = torch.mean((pred / VIL_SCALE - target / VIL_SCALE) ** 2)
         return mse, {"mse": float(mse.detach())}
 

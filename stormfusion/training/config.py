@@ -48,6 +48,18 @@ class TrainingConfig:
     image_size: int = _setting(384, "model grid (pixels per side)", schema="data")
     augment: bool = _setting(True, "dihedral augmentation of training windows", schema="data")
     num_workers: int = _setting(2, "DataLoader worker processes per process", schema="data")
+    lightning_frames: str = _setting(
+        "official",
+        "lightning frame k holds [T_k, T_k + 5 min) as SEVIR grids it (official) or the 5 "
+        "minutes before T_k (causal)",
+        schema="data",
+    )
+    window_sampling: str = _setting(
+        "fixed",
+        "training windows: the windows table's (fixed) or one per event per epoch with a "
+        "seeded random start, validating on each event's frame-0 window (random)",
+        schema="split",
+    )
 
     #: Settings a resumed run must share with its checkpoint (the others may change).
     #: A key a checkpoint does not record (written before the key existed) is not compared.
@@ -62,6 +74,8 @@ class TrainingConfig:
         "scheduler_patience",
         "image_size",
         "augment",
+        "lightning_frames",
+        "window_sampling",
     )
     #: Old names of settings, as earlier checkpoints recorded them.
     RENAMED: ClassVar[dict[str, str]] = {
@@ -111,7 +125,7 @@ def _flag(f: dataclasses.Field[Any]) -> str:
 
 def _value_type(f: dataclasses.Field[Any]) -> type:
     kind = str(f.type).split("|")[0].strip()
-    return {"int": int, "float": float}[kind]
+    return {"int": int, "float": float, "str": str}[kind]
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

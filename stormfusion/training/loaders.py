@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from stormfusion.data.dataset import collate_windows
 from stormfusion.training.distributed import ShardedBatchSampler
 
 #: Batches each worker prepares ahead on CUDA runs (torch's default is 2).
@@ -31,14 +32,26 @@ class EpochItems(Dataset[Any]):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        epoch, index = key
+    def _select(self, epoch: int) -> None:
         if epoch != self.epoch:
             set_epoch = getattr(self.dataset, "set_epoch", None)
             if callable(set_epoch):
                 set_epoch(epoch)
             self.epoch = epoch
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        self._select(epoch)
         return self.dataset[index]
+
+    def __getitems__(self, keys: list[tuple[int, int]]) -> Any:
+        """A batch through the dataset's batched fetch where it has one (one epoch per
+        batch, as :class:`EpochBatches` makes them)."""
+        getitems = getattr(self.dataset, "__getitems__", None)
+        if not callable(getitems) or len({epoch for epoch, _ in keys}) != 1:
+            return [self[key] for key in keys]
+        self._select(keys[0][0])
+        return getitems([index for _, index in keys])
 
 
 class EpochBatches(Sampler[list[tuple[int, int]]]):
@@ -74,7 +87,7 @@ def make_loader(
         EpochItems(dataset),
         batch_sampler=EpochBatches(batches),
         num_workers=workers,
-        collate_fn=default_collate,
+        collate_fn=collate_windows,  # the dataset's batched fetch: no copy
         pin_memory=cuda,
         persistent_workers=workers > 0,
         prefetch_factor=(CUDA_PREFETCH_FACTOR if cuda else 2) if workers > 0 else None,

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 import xarray as xr
 import zarr
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from stormfusion.data.dataset import collate_windows
 from stormfusion.data.sevir import FRAME_MINUTES
 from stormfusion.errors import StormFusionError
 from stormfusion.io import atomic_path
@@ -79,7 +80,7 @@ def predict_to_zarr(
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
-        collate_fn=default_collate,
+        collate_fn=collate_windows,  # batched fetch: no copy
         pin_memory=device.type == "cuda",
     )
     out = Path(out)

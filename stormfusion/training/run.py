@@ -99,6 +99,8 @@ def _dataset_options(config: TrainingConfig, split: str) -> dict[str, Any]:
         "image_size": config.image_size,
         "augment": split == "train" and config.augment,
         "seed": config.seed,
+        "lightning_frames": config.lightning_frames,
+        "window_sampling": config.window_sampling,
     }
 
 
@@ -189,6 +191,7 @@ def predict_run(
     image_size: int = 384,
     batch_size: int = 8,
     workers: int = 0,
+    lightning_frames: str = TrainingConfig.lightning_frames,
 ) -> Path:
     """Forecast ``split`` with a checkpoint (learned models) or an untrained baseline.
 
@@ -198,7 +201,13 @@ def predict_run(
     loaded = _load(data, model_args)
     forecaster, extra = _forecast_model(model, loaded.model_args, checkpoint, loaded.fingerprint)
     dataset = open_split(
-        data, loaded, split, forecaster.modalities, image_size=image_size, augment=False
+        data,
+        loaded,
+        split,
+        forecaster.modalities,
+        image_size=image_size,
+        augment=False,
+        lightning_frames=lightning_frames,
     )
     rows = dataset.windows
     attrs = {

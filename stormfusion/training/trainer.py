@@ -104,7 +104,7 @@ def _to_device(
     return (
         inputs,
         batch["mask"].to(device, non_blocking=non_blocking),
-        batch["target"].to(device, non_blocking=non_blocking),
+        batch["target"].to(device, non_blocking=non_blocking).float(),  # loader: uint8
     )
 
 

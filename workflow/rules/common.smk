@@ -202,10 +202,12 @@ def split_options():
 
 def training_options(run):
     """`stormfusion train` options for a run: its training settings over the global ones,
-    and the data-loading settings of `data` (names and defaults: TrainingConfig)."""
+    and the data-loading settings of `data` and `split.window_sampling` (names and
+    defaults: TrainingConfig)."""
     from stormfusion.training.config import config_argv
 
-    return shlex.join(config_argv({**config["data"], **run_training(run)}))
+    sampling = {"window_sampling": config["split"]["window_sampling"]}
+    return shlex.join(config_argv({**config["data"], **sampling, **run_training(run)}))
 
 
 def train_launcher(run):

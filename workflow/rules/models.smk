@@ -66,10 +66,12 @@ rule predict_model:
         zarr=parent_of("stores"),
         split=config["evaluation"]["split"],
         size=config["data"]["image_size"],
+        lightning=config["data"]["lightning_frames"],
         batch=config["evaluation"]["batch_size"],
     shell:
         "stormfusion predict --run {wildcards.run:q} --model {params.model:q}"
         " --model-args {params.args} {params.checkpoint} --zarr-dir {params.zarr:q}"
         " --windows {input.windows:q} --events-meta {input.meta:q} --split {params.split:q}"
-        " --image-size {params.size:q} --batch-size {params.batch:q} --workers {threads}"
+        " --image-size {params.size:q} --lightning-frames {params.lightning:q}"
+        " --batch-size {params.batch:q} --workers {threads}"
         " --out {output.forecast:q} --config-hash {CONFIG_HASH} > {log:q} 2>&1"
