@@ -375,7 +375,7 @@ def test_too_small_splits_and_bad_settings_are_clear_errors(tmp_path: Path) -> N
 # ----------------------------------------------------------------------------- settings
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 #: Keys of the schema's `training` block that say how the job is launched, not how it trains.
-LAUNCH_KEYS = {"gpus"}
+LAUNCH_KEYS = {"gpus", "nodes", "rdzv_port", "rdzv_timeout"}
 
 
 def test_the_schema_documents_every_setting_with_the_dataclass_default() -> None:

@@ -174,3 +174,36 @@ def test_torchrun_two_processes_match_one_on_the_same_global_batch(
     ref = read_checkpoint(single / "latest.pt")["model"]
     for key, value in saved["model"].items():
         torch.testing.assert_close(value, ref[key], rtol=DDP_RTOL, atol=1e-6)
+
+
+def test_a_run_resumes_on_another_number_of_processes(
+    twin: dict[str, Path], tmp_path: Path
+) -> None:
+    """Written by 2 processes (torchrun), resumed by 1 with the same global batch: the run
+    continues where it stopped and ends with the weights of one process throughout."""
+    reference, run = tmp_path / "reference", tmp_path / "run"
+    model = {"model": "convlstm", "args": '{"hidden_channels": [4]}'}
+    _run(train_argv(twin, reference, epochs=2, **model))
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    launch = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "stormfusion.cli"]
+    proc = subprocess.run(
+        [*launch, *train_argv(twin, run, epochs=1, **model)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert read_checkpoint(run / "latest.pt")["world_size"] == 2
+    _run(train_argv(twin, run, epochs=2, **model))
+    saved, ref = read_checkpoint(run / "latest.pt"), read_checkpoint(reference / "latest.pt")
+    assert saved["world_size"] == 1 and saved["epoch"] == 2
+    assert saved["global_step"] == ref["global_step"]
+    for key, value in saved["model"].items():
+        torch.testing.assert_close(value, ref["model"][key], rtol=DDP_RTOL, atol=1e-6)
+    with (reference / "metrics.csv").open() as a, (run / "metrics.csv").open() as b:
+        one, resumed = list(csv.DictReader(a)), list(csv.DictReader(b))
+    for r1, r2 in zip(one, resumed, strict=True):
+        assert float(r2["val_loss"]) == pytest.approx(float(r1["val_loss"]), rel=DDP_RTOL)

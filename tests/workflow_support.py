@@ -187,7 +187,8 @@ def planned_runs(dry_run_stdout: str, rule: str) -> set[str]:
 
 #: The stand-in `apptainer` / `singularity`: records each call as one JSON line in
 #: $APPTAINER_STANDIN_LOG and runs the command on the host. Snakemake calls
-#: `apptainer [--quiet --silent] exec --home DIR [ARGS...] IMAGE SHELL -c CMD`.
+#: `apptainer [--quiet --silent] exec --home DIR [ARGS...] IMAGE SHELL -c CMD`; a multi-node
+#: training job's srun calls `apptainer exec [ARGS...] IMAGE COMMAND [ARGS...]`.
 STANDIN_APPTAINER = '''\
 #!{python}
 """Stand-in for apptainer: log the call, run the containerised command on the host."""
@@ -206,12 +207,19 @@ with open(os.environ["APPTAINER_STANDIN_LOG"], "a") as log:
         "cwd": os.getcwd(),
         "slurm_job": os.environ.get("SLURM_JOB_ID"),
         "slurm_step": os.environ.get("SLURM_STEP_ID"),
+        "node": os.environ.get("SLURMD_NODENAME"),
     }}
     log.write(json.dumps(record) + "\\n")
-if "exec" not in argv or len(argv) < 4 or argv[-2] != "-c":
+if "exec" not in argv:
     sys.exit(f"stand-in apptainer: not an exec call: {{argv}}")
-shell, command = argv[-3], argv[-1]
-sys.exit(subprocess.call([shell, "-c", command]))
+if len(argv) >= 4 and argv[-2] == "-c":
+    shell, command = argv[-3], argv[-1]
+    sys.exit(subprocess.call([shell, "-c", command]))
+# `apptainer exec [OPTIONS] IMAGE COMMAND [ARGS...]`, as srun starts it on each node
+rest = argv[argv.index("exec") + 1 :]
+while rest and rest[0].startswith("-"):
+    rest = rest[2:] if rest[0] in ("--home", "--bind", "-B", "--pwd", "--env") else rest[1:]
+sys.exit(subprocess.call(rest[1:]))
 '''
 
 

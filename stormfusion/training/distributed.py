@@ -1,9 +1,10 @@
 """Process groups for DistributedDataParallel, and the sampler that shards batches.
 
 ``torchrun --standalone --nproc_per_node=G -m stormfusion.cli train ...`` starts G
-processes and sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; :func:`init_distributed`
-reads them and joins the group (NCCL on GPUs, gloo on CPU). A plain ``stormfusion train``
-is a world of one and never touches ``torch.distributed``.
+processes and sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` (on several nodes, one
+torchrun per node meets the others at a c10d rendezvous: see docs/cluster.md);
+:func:`init_distributed` reads them and joins the group (NCCL on GPUs, gloo on CPU). A
+plain ``stormfusion train`` is a world of one and never touches ``torch.distributed``.
 
 Batches are sharded by :class:`ShardedBatchSampler`: the *global* batch of a step is the
 same slice of one seeded permutation whatever the world size, and each rank takes every
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -75,7 +77,13 @@ def init_distributed() -> DistContext:
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
-        logger.info("joined process group: rank %d of %d (%s)", rank, world, backend)
+        logger.info(
+            "joined process group: rank %d of %d (%s) on %s",
+            rank,
+            world,
+            backend,
+            socket.gethostname(),
+        )
     return DistContext(
         rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank
     )

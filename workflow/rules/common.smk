@@ -1,4 +1,5 @@
 # Shared helpers: config validation (defaults come from the schema), paths and run lookups.
+import hashlib
 import json
 import os
 import re
@@ -13,6 +14,21 @@ from stormfusion.provenance import stable_hash
 
 min_version("9.0")
 
+
+def _number(value):
+    """A number given on the command line as text, as a number; anything else unchanged."""
+    for kind in (int, float):
+        try:
+            return kind(value) if isinstance(value, str) else value
+        except ValueError:
+            pass
+    return value
+
+
+# `--config training='{nodes: 2, gpus: 4}'` arrives with its values as text (Snakemake reads
+# nested values with YAML's BaseLoader): the training settings are numbers.
+if isinstance(config.get("training"), dict):
+    config["training"] = {k: _number(v) for k, v in config["training"].items()}
 
 validate(config, "../schemas/config.schema.yaml", set_default=True)
 
@@ -210,12 +226,112 @@ def training_options(run):
     return shlex.join(config_argv({**config["data"], **sampling, **run_training(run)}))
 
 
+def train_resource(run, key):
+    """A training job's SLURM request (executor plugin keys; None: not asked).
+
+    One node: `gpu` GPUs. Several: `nodes` nodes, one task per node (`tasks`), the GPUs
+    per node as `gres`, and `mpi` so that the plugin runs the job's command once, in the
+    batch step, where its own `srun` starts one torchrun per node; `tasks_per_gpu` 0
+    keeps the plugin from deriving --ntasks-per-gpu from `tasks`."""
+    t = run_training(run)
+    nodes, gpus = t["nodes"], t["gpus"]
+    if nodes == 1:
+        return gpus if key == "gpu" else None
+    request = {
+        "nodes": nodes,
+        "tasks": nodes,
+        "tasks_per_gpu": 0 if gpus else None,
+        "gres": f"gpu:{gpus}" if gpus else None,
+        "mpi": "srun",
+    }
+    return request.get(key)
+
+
 def train_launcher(run):
-    """Prefix that starts one training process per GPU (torchrun) when more than one is asked."""
-    gpus = run_training(run)["gpus"]
-    if gpus > 1:
-        return f"torchrun --standalone --nproc_per_node={gpus} -m stormfusion.cli"
+    """Prefix that starts the training processes: `stormfusion` for one process,
+    `torchrun --standalone` for several GPUs of one node, and with `training.nodes` > 1
+    `srun` + `torchrun` on every node of the SLURM allocation (docs/cluster.md)."""
+    t = run_training(run)
+    if t["nodes"] > 1:
+        return multinode_launcher(t)
+    if t["gpus"] > 1:
+        return f"torchrun --standalone --nproc_per_node={t['gpus']} -m stormfusion.cli"
     return "stormfusion"
+
+
+def _launch_error(text):
+    return f"{{ echo {shlex.quote('stormfusion train: error: ' + text)} >&2; exit 2; }}"
+
+
+def multinode_launcher(t):
+    """Shell that checks the allocation and starts one torchrun per node with srun.
+
+    The SLURM plugin's job step hides the allocation's SLURM_* variables except the job
+    id, so the node list is asked from SLURM again (squeue) when it is not set."""
+    nodes, per_node = t["nodes"], max(t["gpus"], 1)
+    port, timeout = t["rdzv_port"], t["rdzv_timeout"]
+    setting = f"training.nodes={nodes}"
+    no_slurm = _launch_error(
+        f"{setting} needs a SLURM allocation of {nodes} nodes: run with --profile "
+        "profiles/slurm (this job runs outside SLURM)"
+    )
+    few = (
+        f'{{ echo "stormfusion train: error: {setting} but SLURM job $SLURM_JOB_ID has '
+        f'$SLURM_NNODES node(s) ($nodelist)" >&2; exit 2; }}'
+    )
+    steps = [
+        f'[ -n "${{SLURM_JOB_ID:-}}" ] || {no_slurm}',
+        'nodelist="${SLURM_JOB_NODELIST:-$(squeue --noheader --jobs "$SLURM_JOB_ID" --format %N)}"',
+        'SLURM_NNODES=$(scontrol show hostnames "$nodelist" | wc -l)',
+        f'[ "$SLURM_NNODES" -eq {nodes} ] || {few}',
+        'head=$(scontrol show hostnames "$nodelist" | sed -n 1p)',
+    ]
+    srun = (
+        "srun --nodes=$SLURM_NNODES --ntasks=$SLURM_NNODES --ntasks-per-node=1"
+        " --kill-on-bad-exit=1"
+    )
+    torchrun = (
+        f"torchrun --nnodes $SLURM_NNODES --nproc-per-node {per_node} --rdzv-backend c10d"
+        f' --rdzv-endpoint "$head:{port}" --rdzv-id "$SLURM_JOB_ID"'
+        f" --rdzv-conf join_timeout={timeout} --max-restarts 0 -m stormfusion.cli"
+    )
+    return "; ".join(steps) + f"; {srun} {node_container()}{torchrun}"
+
+
+def train_on_failure(run):
+    """After a multi-node launch that failed: one line saying what to check."""
+    t = run_training(run)
+    if t["nodes"] == 1:
+        return ""
+    return (
+        '|| { rc=$?; echo "stormfusion train: error: training on $SLURM_NNODES nodes failed '
+        f'(exit $rc, log above); RendezvousTimeoutError there means the nodes did not meet at '
+        f'$head:{t["rdzv_port"]} within training.rdzv_timeout={t["rdzv_timeout"]} s: is '
+        'training.rdzv_port open between the nodes?" >&2; exit $rc; }'
+    )
+
+
+def node_container():
+    """`apptainer exec ARGS IMAGE ` for a multi-node launch when jobs run in containers
+    (`--sdm apptainer`): srun starts the image on every node itself, since srun is not
+    in the image. A `docker://` image is the copy Snakemake pulled into
+    .snakemake/singularity (the pull happens on the submitting machine)."""
+    from snakemake.settings.types import DeploymentMethod
+
+    settings = workflow.deployment_settings
+    if DeploymentMethod.APPTAINER not in settings.deployment_method:
+        return ""
+    image = CONTAINER
+    if "://" in image:
+        digest = hashlib.md5(image.encode(), usedforsecurity=False).hexdigest()
+        cache = settings.apptainer_prefix or Path(".snakemake") / "singularity"
+        image = str(Path(cache) / f"{digest}.simg")
+    return f"apptainer exec {settings.apptainer_args} {shlex.quote(image)} "
+
+
+def train_container(wildcards):
+    """The image of a training job; none around a multi-node launch (see node_container)."""
+    return None if run_training(wildcards.run)["nodes"] > 1 else CONTAINER
 
 
 def checkpoint_of(run):

@@ -16,14 +16,20 @@ rule train_model:
     conda:
         CONDA_ENV
     container:
-        CONTAINER
+        train_container
     threads: rule_resources("train_model", "threads", 2)
     resources:
         mem_mb=rule_resources("train_model", "mem_mb", 8000),
         runtime=rule_resources("train_model", "runtime", 120),
-        gpu=lambda wc: run_training(wc.run)["gpus"],
+        gpu=lambda wc: train_resource(wc.run, "gpu"),
+        nodes=lambda wc: train_resource(wc.run, "nodes"),
+        tasks=lambda wc: train_resource(wc.run, "tasks"),
+        tasks_per_gpu=lambda wc: train_resource(wc.run, "tasks_per_gpu"),
+        gres=lambda wc: train_resource(wc.run, "gres"),
+        mpi=lambda wc: train_resource(wc.run, "mpi"),
     params:
         launcher=lambda wc: train_launcher(wc.run),
+        on_failure=lambda wc: train_on_failure(wc.run),
         model=lambda wc: run_model(wc.run),
         args=lambda wc: run_args(wc.run),
         options=lambda wc: training_options(wc.run),
@@ -33,7 +39,7 @@ rule train_model:
         "{params.launcher} train --model {params.model:q} --model-args {params.args}"
         " --zarr-dir {params.zarr:q} --windows {input.windows:q} --events-meta {input.meta:q}"
         " --out-dir {params.out:q} {params.options} --resume auto"
-        " --config-hash {CONFIG_HASH} > {log:q} 2>&1"
+        " --config-hash {CONFIG_HASH} > {log:q} 2>&1 {params.on_failure}"
 
 
 rule predict_model:
