@@ -305,7 +305,7 @@ def train_on_failure(run):
         return ""
     return (
         '|| { rc=$?; echo "stormfusion train: error: training on $SLURM_NNODES nodes failed '
-        f'(exit $rc, log above); RendezvousTimeoutError there means the nodes did not meet at '
+        f"(exit $rc, log above); RendezvousTimeoutError there means the nodes did not meet at "
         f'$head:{t["rdzv_port"]} within training.rdzv_timeout={t["rdzv_timeout"]} s: is '
         'training.rdzv_port open between the nodes?" >&2; exit $rc; }'
     )
