@@ -421,8 +421,8 @@ def test_small_dag_runs_through_slurm_with_the_profile(
         "4",
         *_slurm_args(),
         env=env,
-        wrapper=["timeout", "-s", "KILL", "420"],
-        timeout=450,
+        wrapper=["timeout", "-s", "KILL", "600"],
+        timeout=630,
         check=False,
     )
     assert proc.returncode == 0, (
@@ -497,8 +497,8 @@ def test_two_nodes_train_the_weights_of_one_node_and_of_one_process(
         "--allowed-rules", "train_model",
         *_slurm_args(),
         env=env,
-        wrapper=["timeout", "-s", "KILL", "300"],
-        timeout=330,
+        wrapper=["timeout", "-s", "KILL", "480"],
+        timeout=510,
         check=False,
     )  # fmt: skip
     log = work / "results" / "logs" / "train_model" / "ddp.log"
