@@ -21,6 +21,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from stormfusion.data.sevir import VIL_MAX
 from stormfusion.report.stats import RunStats
 from stormfusion.report.style import save_figure, vil_colorbar, vil_colormap
 
@@ -259,7 +260,7 @@ def storm_graph(
             c=intensity,
             cmap="Greys",
             vmin=0,
-            vmax=255,
+            vmax=VIL_MAX,
             s=30,
             edgecolors="cyan",
             linewidths=0.8,

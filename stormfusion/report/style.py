@@ -25,11 +25,11 @@ from matplotlib.colors import BoundaryNorm, Colormap, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.layout_engine import ConstrainedLayoutEngine
 
-from stormfusion.data.sevir import vil_to_kg_m2
+from stormfusion.data.sevir import VIL_MAX, vil_to_kg_m2
 from stormfusion.io import atomic_path
 
 #: Boundaries of the SEVIR VIL colour scale (0..255 digital VIL).
-VIL_LEVELS: tuple[float, ...] = (0, 16, 31, 59, 74, 100, 133, 160, 181, 219, 255)
+VIL_LEVELS: tuple[float, ...] = (0, 16, 31, 59, 74, 100, 133, 160, 181, 219, VIL_MAX)
 #: Colour below the first level (never reached), then the colours of the ten intervals;
 #: the last one (magenta, 219 and up) also colours 255.
 VIL_COLOURS: tuple[tuple[float, float, float], ...] = (

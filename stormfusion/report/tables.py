@@ -316,21 +316,55 @@ def tex_escape(text: str) -> str:
     return "".join(out)
 
 
+#: Characters of \scriptsize text that fit the text width of a one-column page.
+LATEX_LINE_CHARS = 120
+
+
+def _column_groups(table: Table) -> list[list[Column]]:
+    """The columns after the first, in groups whose cells fit one line of the page."""
+    cells = [[_cell(row, c) for _, row in table.data.iterrows()] for c in table.columns]
+    width = [
+        max([len(c.header), *map(len, col)]) + 2
+        for c, col in zip(table.columns, cells, strict=True)
+    ]
+    budget = LATEX_LINE_CHARS - width[0]
+    groups: list[list[Column]] = [[]]
+    used = 0
+    for col, w in zip(table.columns[1:], width[1:], strict=True):
+        if groups[-1] and used + w > budget:
+            groups.append([])
+            used = 0
+        groups[-1].append(col)
+        used += w
+    return groups
+
+
+def _tabular(table: Table, columns: Sequence[Column]) -> list[str]:
+    lines = [
+        rf"\begin{{tabular}}{{l{'r' * (len(columns) - 1)}}}",
+        r"\toprule",
+        " & ".join(tex_escape(c.header) for c in columns) + r" \\",
+        r"\midrule",
+    ]
+    for _, row in table.data.iterrows():
+        lines.append(" & ".join(tex_escape(_cell(row, c)) for c in columns) + r" \\")
+    return [*lines, r"\bottomrule", r"\end{tabular}"]
+
+
 def to_latex(table: Table, prov: Mapping[str, str]) -> str:
-    spec = "l" * 1 + "r" * (len(table.columns) - 1)
+    """A ``table`` float; a table too wide for the page is split into stacked blocks, each
+    repeating the first (name) column."""
     lines = [
         r"\begin{table}[t]",
         r"\centering\scriptsize",
         rf"\caption{{{tex_escape(table.title)}}}",
         rf"\label{{tab:{table.name}}}",
-        rf"\begin{{tabular}}{{{spec}}}",
-        r"\toprule",
-        " & ".join(tex_escape(c.header) for c in table.columns) + r" \\",
-        r"\midrule",
     ]
-    for _, row in table.data.iterrows():
-        lines.append(" & ".join(tex_escape(_cell(row, c)) for c in table.columns) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\par\smallskip\raggedright"]
+    for i, group in enumerate(_column_groups(table)):
+        if i:
+            lines.append(r"\par\medskip")
+        lines += _tabular(table, [table.columns[0], *group])
+    lines.append(r"\par\smallskip\raggedright")
     lines += [rf"{i}. {tex_escape(n)}\\" for i, n in enumerate(table.notes, 1)]
     lines += [rf"Provenance: {tex_escape(provenance_line(prov))}", r"\end{table}", ""]
     return "\n".join(lines)

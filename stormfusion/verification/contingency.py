@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stormfusion.data.sevir import VIL_THRESHOLDS
+from stormfusion.data.sevir import VIL_MAX, VIL_THRESHOLDS
 from stormfusion.errors import StormFusionError
 from stormfusion.verification.events import ALL_EVENTS, EventTable, sample_ids
 from stormfusion.verification.masking import pooled_valid, valid_truth
@@ -47,6 +47,9 @@ from stormfusion.verification.scores import (
     threshold_mean,
 )
 
+#: Number of uint8 codes (0..255): the bins of the per-pixel histograms.
+N_CODES = 256
+
 
 def _codes(x: Tensor, thresholds: Sequence[float]) -> tuple[Tensor, list[int]]:
     """uint8 codes of ``x`` and integer levels with ``x >= t_k  <=>  code >= level_k``.
@@ -57,17 +60,17 @@ def _codes(x: Tensor, thresholds: Sequence[float]) -> tuple[Tensor, list[int]]:
     Other thresholds map each value to its category, the number of thresholds it reaches,
     with levels 1..T.
     """
-    if all(float(t).is_integer() and 1 <= t <= 255 for t in thresholds):
+    if all(float(t).is_integer() and 1 <= t <= VIL_MAX for t in thresholds):
         levels = [int(t) for t in thresholds]
         if x.dtype == torch.uint8:
             return x, levels
         if not x.is_floating_point():
-            return x.clamp(0, 255).to(torch.uint8), levels
+            return x.clamp(0, VIL_MAX).to(torch.uint8), levels
         # on [0, 255] truncation is floor; values outside are clamped to the ends first
         # (a one-pass range check, since clamping costs several times the conversion)
         lo, hi = torch.aminmax(x)
-        if bool(lo < 0.0) or bool(hi >= 256.0):
-            x = x.clamp(0.0, 255.0)
+        if bool(lo < 0.0) or bool(hi >= VIL_MAX + 1.0):
+            x = x.clamp(0.0, float(VIL_MAX))
         return x.to(torch.uint8), levels
     thr = torch.as_tensor(list(thresholds), dtype=torch.float64, device=x.device)
     codes = torch.bucketize(x.to(torch.float64), thr, right=True).to(torch.uint8)
@@ -78,10 +81,11 @@ def _histograms(codes: Tensor, valid: Tensor) -> Tensor:
     """Histogram of uint8 ``codes`` (B, L, H, W) over 0..255 per (sample, lead), counting
     only the pixels where ``valid``: (B, L, 256)."""
     b, n_leads = codes.shape[:2]
-    # invalid pixels land in bins 256..511, which are dropped
-    flat = (codes.to(torch.int64) + 256 * (~valid).to(torch.int64)).reshape(b * n_leads, -1)
-    hist = torch.stack([torch.bincount(row, minlength=512)[:256] for row in flat])
-    return hist.reshape(b, n_leads, 256)
+    # invalid pixels land in the second half of the bins, which is dropped
+    shift = (~valid).to(torch.int64) * N_CODES
+    flat = (codes.to(torch.int64) + shift).reshape(b * n_leads, -1)
+    hist = torch.stack([torch.bincount(row, minlength=2 * N_CODES)[:N_CODES] for row in flat])
+    return hist.reshape(b, n_leads, N_CODES)
 
 
 def count_batch(
@@ -129,7 +133,7 @@ def count_batch(
     )  # (3, B, L, 256)
     if groups is None:
         groups = torch.zeros(b, dtype=torch.int64, device=device)
-    grouped = torch.zeros(3, n_groups, n_leads, 256, dtype=torch.int64, device=device)
+    grouped = torch.zeros(3, n_groups, n_leads, N_CODES, dtype=torch.int64, device=device)
     grouped.index_add_(1, groups.to(device=device, dtype=torch.int64), hist)
     # tail[..., v] = pixels whose code is >= v
     tail = grouped.flip(-1).cumsum(-1).flip(-1)
