@@ -50,6 +50,7 @@ def test_predict_a_baseline_writes_the_documented_store(
     assert ds.attrs["run"] == "persistence_run" and ds.attrs["model"] == "persistence"
     assert json.loads(ds.attrs["model_args"]) == {"input_frames": 12, "output_frames": 6}
     assert ds.attrs["split"] == "train"
+    assert ds.attrs["latency_s_per_sample"] > 0 and ds.attrs["latency_device"] == "cpu (cpu)"
     meta = json.loads(twin["meta"].read_text())
     assert ds.attrs["provenance"]["data_fingerprint"] == meta["data_fingerprint"]
     # known answer: persistence repeats the last observed VIL frame, read by the loader

@@ -172,6 +172,7 @@ def test_main_table(report: tuple[Case, Path, int]) -> None:
         "sgt",
     ]  # no ablation, reference first
     assert (main_csv["lpips"] > 0).all()  # real LPIPS (weights from make setup)
+    assert (main_csv["latency_ms"] == 12.5).all()  # the forecast store's latency
     assert (main_csv["config_hash"] == "cfg123abc456").all()
     assert (main_csv["data_fingerprint"] == "fp-verification-test").all()
     assert (

@@ -105,6 +105,9 @@ def write_forecast_store(
             "model_args": json.dumps({}),
             "split": split,
             "provenance": {"data_fingerprint": fingerprint, "package_version": "test"},
+            # as predict records it
+            "latency_s_per_sample": 0.0125,
+            "latency_device": "cpu (cpu)",
         },
     )
     ds.to_zarr(path, mode="w", consolidated=False)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -86,11 +87,14 @@ def predict_to_zarr(
     out = Path(out)
     with atomic_path(out) as tmp:
         writer: _ChunkWriter | None = None
+        seconds = 0.0
         with tqdm(total=n, unit="sample", desc="forecast", mininterval=30.0) as bar:
             for batch in loader:
                 _check_batch(batch, event_ids, window_starts, int(bar.n))
+                start = time.perf_counter()
                 inputs = {k: v.to(device) for k, v in batch["inputs"].items()}
                 pred = to_uint8(model.forecast(inputs, batch["mask"].to(device)))
+                seconds += time.perf_counter() - start  # to_uint8 waits for the device
                 if writer is None:
                     array = _create_store(
                         tmp, n, pred.shape[1:], event_ids, window_starts, attrs, chunk_samples
@@ -100,8 +104,18 @@ def predict_to_zarr(
                 bar.update(len(pred))
         if writer is None or writer.close() != n:
             raise StormFusionError(f"the loader stopped before all {n} windows were forecast")
+        _record_latency(tmp, seconds / n, device)
     logger.info("wrote %d forecasts of %s to %s", n, attrs.get("model"), out)
     return out
+
+
+def _record_latency(store: Path, per_sample: float, device: torch.device) -> None:
+    """Forecast latency (inputs to the device, forecast, back as uint8) in the store's
+    attributes ``latency_s_per_sample`` and ``latency_device``; the score step reports it."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    zarr.open_group(str(store), mode="r+").attrs.update(
+        {"latency_s_per_sample": per_sample, "latency_device": f"{device.type} ({name})"}
+    )
 
 
 def _default_device() -> torch.device:
