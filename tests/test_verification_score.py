@@ -73,7 +73,10 @@ def test_score_persistence_against_brute_force(tmp_path: Path) -> None:
     assert summary["excluded"] == {"truth_pixels": 0, "frames_skipped_by_ssim_msssim_lpips": 0}
     assert summary["data_fingerprint"] == "fp-verification-test"
     assert summary["n_events"] == 3 and summary["n_samples"] == 9
+    assert (table["data_fingerprint"] == "fp-verification-test").all()
+    assert table["git_commit"].notna().all() and table["config_hash"].notna().all()
     with np.load(out / "run.counts.npz") as data:
+        assert json.loads(str(data["meta"]))["provenance"]["scoring"]["package_version"]
         assert data["counts"].shape == (3, 6, T_OUT, 4)
         assert data["counts_max4"].shape == (3, 6, T_OUT, 4)
         per_lead = pixel[pixel["lead_time"] != "all"]
@@ -203,3 +206,22 @@ def test_truth_with_a_deleted_chunk_is_refused(
     err = capsys.readouterr().err
     assert rc == 2 and "absent" in err and str(case.windows["event_id"][3]) in err
     assert "vil.zarr" in err and not (out / "run.json").exists()
+
+
+def test_forecast_on_another_grid_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    case = make_case(tmp_path, n_events=2)
+    cropped = case.truth[..., :24, :24]  # a 24 x 24 crop of the 32 x 32 study grid
+    path = write_forecast_store(case.forecast_path("c"), cropped, case.windows, "c", "c")
+    out = tmp_path / "scores"
+    argv = [
+        "score",
+        *("--forecast", str(path), "--truth", str(case.zarr_dir / "vil.zarr")),
+        *("--windows", str(case.windows_csv), "--image-size", "32"),
+        *("--out-csv", str(out / "c.csv"), "--out-json", str(out / "c.json")),
+        *("--out-counts", str(out / "c.counts.npz")),
+    ]
+    assert main(argv) == 2
+    assert "24 x 24 but the study's grid is 32 x 32" in capsys.readouterr().err
+    assert not out.exists()

@@ -30,6 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="windows_manifest.json of the split step: its digest is declared in the scores "
         "(absent: declared 'unknown')",
     )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="the grid the forecasts must be on (data.image_size); a forecast on another grid "
+        "(cropped or resized) is refused (default: not checked)",
+    )
     parser.add_argument("--out-csv", required=True, type=Path, help="RUN.csv")
     parser.add_argument("--out-json", required=True, type=Path, help="RUN.json")
     parser.add_argument("--out-counts", required=True, type=Path, help="RUN.counts.npz")
@@ -53,4 +60,5 @@ def run(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         device=args.device,
         windows_manifest=args.windows_manifest,
+        image_size=args.image_size,
     )

@@ -113,11 +113,18 @@ def check_forecast_values(
         )
 
 
-def check_grid(ds: xr.Dataset, truth: TruthWindows, source: Path) -> None:
-    """The forecast store's lead count and grid must be the truth's."""
+def check_grid(
+    ds: xr.Dataset, truth: TruthWindows, source: Path, image_size: int | None = None
+) -> None:
+    """The forecast store's lead count and grid must be the truth's (and ``image_size``)."""
     n_leads, height, width = ds.sizes["lead"], ds.sizes["y"], ds.sizes["x"]
     if height != width:
         raise StormFusionError(f"{source}: forecasts are {height} x {width}, expected square")
+    if image_size is not None and height != image_size:
+        raise StormFusionError(
+            f"{source}: forecasts are {height} x {width} but the study's grid is {image_size} x "
+            f"{image_size} (data.image_size): a cropped or resized forecast is not scored"
+        )
     if n_leads != truth.output_frames:
         raise StormFusionError(
             f"{source}: {n_leads} lead times, but the windows of split {truth.split!r} have "
@@ -164,7 +171,7 @@ def _batches(
 
 def score_table(acc: ScoreAccumulator) -> pd.DataFrame:
     """The CSV: counts and every categorical score per (pooling, threshold, lead) and over
-    leads (``lead_time`` = ``all``)."""
+    leads (``lead_time`` = ``all``), with the provenance columns."""
     rows: list[dict[str, Any]] = []
     for pool in acc.counts:
         s = acc.categorical(pool)
@@ -180,7 +187,10 @@ def score_table(acc: ScoreAccumulator) -> pd.DataFrame:
                     arr = s.overall[name] if j < 0 else s.by_lead[name][:, j]
                     row[name] = float(arr[k])
                 rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    for key, value in acc.meta.get("provenance", {}).get("scoring", {}).items():
+        table[key] = value  # every score file carries its provenance
+    return table
 
 
 def _lpips_network(
@@ -244,13 +254,14 @@ def _open_inputs(
     forecast: str | os.PathLike[str],
     truth: str | os.PathLike[str],
     windows: str | os.PathLike[str],
+    image_size: int | None,
 ) -> tuple[xr.Dataset, TruthWindows]:
     fpath = Path(forecast)
     ds = open_forecast(fpath)
     if ds.sizes["sample"] == 0:
         raise StormFusionError(f"{fpath}: the forecast store holds no samples")
     truth_windows = TruthWindows(truth, windows, str(ds.attrs["split"]), int(ds.sizes["y"]))
-    check_grid(ds, truth_windows, fpath)
+    check_grid(ds, truth_windows, fpath, image_size)
     theirs = forecast_provenance(ds).get("data_fingerprint")
     ours = truth_windows.data_fingerprint
     if ours and theirs and ours != theirs:
@@ -272,13 +283,14 @@ def score_run(
     batch_size: int = 8,
     device: str | None = None,
     windows_manifest: str | os.PathLike[str] | None = None,
+    image_size: int | None = None,
 ) -> dict[str, Any]:
     """Score one forecast store; write the CSV, JSON and state; return the summary."""
     if batch_size < 1:
         raise StormFusionError(f"--batch-size must be >= 1, got {batch_size}")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     fpath = Path(forecast)
-    ds, truth_windows = _open_inputs(fpath, truth, windows)
+    ds, truth_windows = _open_inputs(fpath, truth, windows, image_size)
     digest = manifest_digest(windows_manifest)
     net, reason = _lpips_network(lpips_weights, dev)
     lead_times = [int(v) for v in ds["lead_time"].values]

@@ -26,11 +26,13 @@ rule score_model:
         lpips=lpips_option(),
         # the split step's manifest (its digest is declared in the scores; "unknown" if absent)
         manifest=f"{INTERIM}/windows_manifest.json",
+        size=config["data"]["image_size"],
     shell:
         "stormfusion score --forecast {input.forecast:q} --truth {input.vil:q}"
         " --windows {input.windows:q} --windows-manifest {params.manifest:q} {params.lpips}"
         " --out-csv {output.csv:q} --out-json {output.summary:q}"
-        " --out-counts {output.counts:q} --config-hash {CONFIG_HASH} > {log:q} 2>&1"
+        " --out-counts {output.counts:q} --image-size {params.size:q}"
+        " --config-hash {CONFIG_HASH} > {log:q} 2>&1"
 
 
 rule make_report:
@@ -45,9 +47,21 @@ rule make_report:
         windows=f"{INTERIM}/windows.csv",
         meta=f"{INTERIM}/events.json",
     output:
-        main=f"{RESULTS}/tables/main.csv",
-        ablations=f"{RESULTS}/tables/ablations.csv",
-        per_lead=f"{RESULTS}/tables/per_lead.csv",
+        main=report(
+            f"{RESULTS}/tables/main.csv",
+            caption="../report/tables.rst",
+            category="Tables",
+        ),
+        ablations=report(
+            f"{RESULTS}/tables/ablations.csv",
+            caption="../report/tables.rst",
+            category="Tables",
+        ),
+        per_lead=report(
+            f"{RESULTS}/tables/per_lead.csv",
+            caption="../report/tables.rst",
+            category="Tables",
+        ),
         figures=report(
             directory(f"{RESULTS}/figures"),
             patterns=["{name}.png"],
