@@ -225,3 +225,28 @@ def test_forecast_on_another_grid_is_refused(
     assert main(argv) == 2
     assert "24 x 24 but the study's grid is 32 x 32" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_protocol_declares_the_windows_manifest_digest(tmp_path: Path) -> None:
+    case = make_case(tmp_path, n_events=1)
+    path = write_forecast_store(case.forecast_path("p"), case.truth, case.windows, "p", "p")
+    manifest = case.windows_csv.parent / "windows_manifest.json"
+    manifest.write_text(json.dumps({"digest": "sha256:feedbeef", "windows": []}))
+    out = tmp_path / "scores"
+    argv = [
+        "score",
+        *("--forecast", str(path), "--truth", str(case.zarr_dir / "vil.zarr")),
+        *("--windows", str(case.windows_csv), "--windows-manifest", str(manifest)),
+        *("--out-csv", str(out / "p.csv"), "--out-json", str(out / "p.json")),
+        *("--out-counts", str(out / "p.counts.npz")),
+    ]
+    assert main(argv) == 0
+    protocol = json.loads((out / "p.json").read_text())["protocol"]
+    assert protocol["windows_manifest_digest"] == "sha256:feedbeef"
+    assert protocol["input_frames"] == 4 and protocol["output_frames"] == T_OUT
+    assert protocol["split"] == "val" and protocol["event_definition"].startswith("value >=")
+    assert set(protocol["pooling_kernels"]) == {"max4", "max16", "avg4", "avg16"}
+    assert "x / 255 * 2 - 1" in protocol["lpips_input"]
+    assert "samples x lead times x pixels" in protocol["count_pooling"]["csi_m"]
+    manifest.write_text(json.dumps({"windows": []}))
+    assert main(argv) == 2

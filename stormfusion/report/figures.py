@@ -172,8 +172,7 @@ def forecast_panel(
     """
     cmap, norm = vil_colormap()
     n_out = truth.shape[0]
-    cols = min(max_columns, n_out)
-    leads = np.unique(np.linspace(0, n_out - 1, cols).round().astype(int))
+    leads = np.unique(np.linspace(0, n_out - 1, min(max_columns, n_out)).round().astype(int))
     cols = len(leads)
     shown_inputs = inputs[-cols:]
     rows = [
@@ -203,10 +202,8 @@ def forecast_panel(
     for r, (label, frames, titles) in enumerate(rows):
         for c in range(cols):
             ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.set(xticks=[], yticks=[], visible=c < len(frames))
             if c >= len(frames):
-                ax.set_visible(False)
                 continue
             image = ax.imshow(
                 frames[c], cmap=cmap, norm=norm, origin="lower", interpolation="nearest"
@@ -215,8 +212,7 @@ def forecast_panel(
             if c == 0:
                 ax.set_ylabel(label, fontsize=8)
     if image is not None:
-        bar = fig.add_axes((1.0 - 0.95 / width, 0.2, 0.12 / width, 0.6))
-        vil_colorbar(fig, image, bar)
+        vil_colorbar(fig, image, fig.add_axes((1.0 - 0.95 / width, 0.2, 0.12 / width, 0.6)))
     fig.suptitle(title, fontsize=9, y=1.0 - 0.15 / height, va="top")
     return save_figure(fig, out_dir, name, prov)
 

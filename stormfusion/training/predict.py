@@ -84,17 +84,13 @@ def predict_to_zarr(
         collate_fn=collate_windows,  # batched fetch: no copy
         pin_memory=device.type == "cuda",
     )
-    out = Path(out)
     with atomic_path(out) as tmp:
         writer: _ChunkWriter | None = None
-        seconds = 0.0
+        clock: list[float] = []  # seconds per batch
         with tqdm(total=n, unit="sample", desc="forecast", mininterval=30.0) as bar:
             for batch in loader:
                 _check_batch(batch, event_ids, window_starts, int(bar.n))
-                start = time.perf_counter()
-                inputs = {k: v.to(device) for k, v in batch["inputs"].items()}
-                pred = to_uint8(model.forecast(inputs, batch["mask"].to(device)))
-                seconds += time.perf_counter() - start  # to_uint8 waits for the device
+                pred = _forecast(model, batch, device, clock)
                 if writer is None:
                     array = _create_store(
                         tmp, n, pred.shape[1:], event_ids, window_starts, attrs, chunk_samples
@@ -104,9 +100,21 @@ def predict_to_zarr(
                 bar.update(len(pred))
         if writer is None or writer.close() != n:
             raise StormFusionError(f"the loader stopped before all {n} windows were forecast")
-        _record_latency(tmp, seconds / n, device)
+        _record_latency(tmp, sum(clock) / n, device)
     logger.info("wrote %d forecasts of %s to %s", n, attrs.get("model"), out)
-    return out
+    return Path(out)
+
+
+def _forecast(
+    model: ForecastModel, batch: dict[str, Any], device: torch.device, clock: list[float]
+) -> np.ndarray:
+    """One batch's uint8 forecasts; appends to ``clock`` the seconds from inputs to device to
+    forecast on the host (``to_uint8`` waits for the device)."""
+    start = time.perf_counter()
+    inputs = {k: v.to(device) for k, v in batch["inputs"].items()}
+    pred = to_uint8(model.forecast(inputs, batch["mask"].to(device)))
+    clock.append(time.perf_counter() - start)
+    return pred
 
 
 def _record_latency(store: Path, per_sample: float, device: torch.device) -> None:
