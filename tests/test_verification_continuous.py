@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from skimage.metrics import structural_similarity
 
+from stormfusion.verification.accumulator import ScoreAccumulator
 from stormfusion.verification.bootstrap import (
     bootstrap_weights,
     csi_intervals,
@@ -108,3 +112,15 @@ def test_paired_difference() -> None:
     a, b = csi_intervals(model, w), csi_intervals(reference, w)
     assert diff.csi_m.value == pytest.approx(a.csi_m.value - b.csi_m.value)
     assert diff.csi_m.lo <= diff.csi_m.value <= diff.csi_m.hi
+
+
+def test_saved_state_gives_the_same_numbers_to_the_last_digit(tmp_path: Path) -> None:
+    rng = np.random.default_rng(9)
+    acc = ScoreAccumulator.init([5, 10])
+    for event in ("S9", "S1", "S5", "S3"):  # not in id order: the state file sorts them
+        o = torch.from_numpy(rng.uniform(0, 254, (2, 2, 16, 16)))
+        f = (o + torch.from_numpy(rng.normal(0, 30, o.shape))).clamp(0, 255)
+        acc.accumulate(f, o, [event, event])
+    acc.save(tmp_path / "state.npz")
+    again = ScoreAccumulator.load(tmp_path / "state.npz")
+    assert json.dumps(again.summary()) == json.dumps(acc.summary())

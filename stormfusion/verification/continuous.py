@@ -312,5 +312,9 @@ class ContinuousSums(EventTable):
         return out
 
     def compute(self) -> ContinuousScores:
-        """Every registered continuous score over the set and by lead."""
-        return continuous_scores(self.table.sum(axis=0))
+        """Every registered continuous score over the set and by lead.
+
+        Events are summed in the order of their ids, so the same sums give the same numbers
+        to the last digit whatever order they were accumulated (or saved) in.
+        """
+        return continuous_scores(self.aligned(sorted(self.events)).sum(axis=0))
