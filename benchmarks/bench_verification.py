@@ -7,9 +7,11 @@ over the whole set (``numpy.histogram2d`` with 256 x 256 unit bins on 0..255), f
 hits, misses and false alarms at every threshold are summed. Ours: the streaming
 :class:`stormfusion.verification.contingency.ContingencyCounts`, batch by batch (8 samples)
 with per-event counts, as the score step runs it. Both get the same arrays: forecasts as
-uint8 (the forecast store's dtype), truth as float32 (what the loader yields), VIL-like
-fields. The counts must be identical; the goal is >= 20x faster on the CPU, both sides on
-one core by default (``--threads`` changes torch's).
+uint8 (the forecast store's dtype), truth as float32, VIL-like fields, with missing truth
+(255) in a 32 x 32 patch of every tenth frame, which both sides leave out (the official
+rule; the yardstick drops the histogram's truth bin 255). The counts must be identical;
+the goal is >= 20x faster on the CPU, both sides on one core by default (``--threads``
+changes torch's).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from stormfusion.data.sevir import VIL_THRESHOLDS
+from stormfusion.data.sevir import VIL_MISSING, VIL_THRESHOLDS
 from stormfusion.verification.contingency import ContingencyCounts
 
 BATCH = 8
@@ -44,7 +46,7 @@ def histogram_counts(forecast: np.ndarray, truth: np.ndarray) -> np.ndarray:
         hist, _, _ = np.histogram2d(
             forecast[:, lead].ravel(), truth[:, lead].ravel(), bins=(edges, edges)
         )
-        hist = hist.astype(np.int64)  # hist[f, o]
+        hist = hist.astype(np.int64)[:, :VIL_MISSING]  # hist[f, o], missing truth dropped
         for k, t in enumerate(VIL_THRESHOLDS):
             hits = hist[t:, t:].sum()
             out[k, lead] = (hits, hist[:t, t:].sum(), hist[t:, :t].sum())
@@ -88,6 +90,7 @@ def main() -> None:
     truth8 = vil_fields(rng, args.samples, args.leads, args.size)
     noise = rng.normal(0.0, 25.0, truth8.shape)
     forecast = np.clip(np.round(truth8 + noise), 0, 255).astype(np.uint8)
+    truth8.reshape(-1, args.size, args.size)[::10, :32, :32] = VIL_MISSING
     truth = truth8.astype(np.float32)
     events = [f"E{i // 3}" for i in range(args.samples)]  # three windows per event
     pixels = truth.size

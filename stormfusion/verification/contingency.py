@@ -36,7 +36,7 @@ from torch import Tensor
 from stormfusion.data.sevir import VIL_MAX, VIL_THRESHOLDS
 from stormfusion.errors import StormFusionError
 from stormfusion.verification.events import ALL_EVENTS, EventTable, sample_ids
-from stormfusion.verification.masking import pooled_valid, valid_truth
+from stormfusion.verification.masking import missing_truth, pooled_missing
 from stormfusion.verification.pooling import Pooling
 from stormfusion.verification.scores import (
     CATEGORICAL_SCORES,
@@ -77,15 +77,27 @@ def _codes(x: Tensor, thresholds: Sequence[float]) -> tuple[Tensor, list[int]]:
     return codes, list(range(1, len(thresholds) + 1))
 
 
-def _histograms(codes: Tensor, valid: Tensor) -> Tensor:
-    """Histogram of uint8 ``codes`` (B, L, H, W) over 0..255 per (sample, lead), counting
-    only the pixels where ``valid``: (B, L, 256)."""
+def _histograms(codes: Tensor, missing: dict[int, Tensor]) -> Tensor:
+    """Histogram of uint8 ``codes`` (B, L, H, W) over 0..255 per (sample, lead), leaving out
+    the pixels ``missing`` names (flat row -> bool mask of its pixels): (B, L, 256).
+
+    Missing truth is rare, so every pixel is counted first and the few missing ones are
+    then subtracted in the rows that hold any.
+    """
     b, n_leads = codes.shape[:2]
-    # invalid pixels land in the second half of the bins, which is dropped
-    shift = (~valid).to(torch.int64) * N_CODES
-    flat = (codes.to(torch.int64) + shift).reshape(b * n_leads, -1)
-    hist = torch.stack([torch.bincount(row, minlength=2 * N_CODES)[:N_CODES] for row in flat])
+    flat = codes.reshape(b * n_leads, -1)
+    hist = torch.stack([torch.bincount(row, minlength=N_CODES) for row in flat])
+    for r, mask in missing.items():
+        hist[r] -= torch.bincount(flat[r][mask], minlength=N_CODES)
     return hist.reshape(b, n_leads, N_CODES)
+
+
+def _missing_rows(missing: Tensor | None) -> dict[int, Tensor]:
+    """(B, L, H, W) bool -> {flat (sample, lead) row: its pixel mask} for rows with any."""
+    if missing is None:
+        return {}
+    flat = missing.reshape(missing.shape[0] * missing.shape[1], -1)
+    return {r: flat[r] for r in torch.nonzero(flat.any(dim=1)).flatten().tolist()}
 
 
 def count_batch(
@@ -94,7 +106,7 @@ def count_batch(
     thresholds: Sequence[float],
     groups: Tensor | None = None,
     n_groups: int = 1,
-    valid: Tensor | None = None,
+    missing: Tensor | None = None,
 ) -> Tensor:
     """Contingency counts of one batch.
 
@@ -109,7 +121,7 @@ def count_batch(
         thresholds: T ascending thresholds; an event is ``value >= threshold``.
         groups: (B,) int64 group (event) index of each sample in [0, n_groups); None = all 0.
         n_groups: number of groups G.
-        valid: (B, L, H, W) bool, the pixels to count (None: all).
+        missing: (B, L, H, W) bool, the pixels not to count (None: count all).
 
     Returns:
         int64 tensor (G, T, L, 4) of hits, misses, false alarms, correct negatives
@@ -127,9 +139,9 @@ def count_batch(
     b, n_leads = forecast.shape[:2]
     fc, levels = _codes(forecast, thr)
     oc, _ = _codes(truth.to(device), thr)
-    ok = torch.ones_like(fc, dtype=torch.bool) if valid is None else valid.to(device)
+    rows = _missing_rows(None if missing is None else missing.to(device))
     hist = torch.stack(
-        [_histograms(fc, ok), _histograms(oc, ok), _histograms(torch.minimum(fc, oc), ok)]
+        [_histograms(fc, rows), _histograms(oc, rows), _histograms(torch.minimum(fc, oc), rows)]
     )  # (3, B, L, 256)
     if groups is None:
         groups = torch.zeros(b, dtype=torch.int64, device=device)
@@ -246,11 +258,11 @@ class ContingencyCounts(EventTable):
         pos = {e: i for i, e in enumerate(local)}
         groups = torch.tensor([pos[e] for e in ids], dtype=torch.int64)
         truth = truth.to(forecast.device)
-        valid = valid_truth(truth)
+        missing = missing_truth(truth)
         if self.pooling is not None:
-            valid = pooled_valid(valid, self.pooling.size)
+            missing = pooled_missing(missing, self.pooling.size)
             forecast, truth = self.pooling.apply(forecast), self.pooling.apply(truth)
-        counts = count_batch(forecast, truth, self.thresholds, groups, len(local), valid)
+        counts = count_batch(forecast, truth, self.thresholds, groups, len(local), missing)
         self.add(local, counts.cpu().numpy())
         return self
 

@@ -43,7 +43,7 @@ from stormfusion.data.sevir import VIL_MAX
 from stormfusion.errors import StormFusionError
 from stormfusion.registry import Registry
 from stormfusion.verification.events import EventTable, sample_ids
-from stormfusion.verification.masking import valid_truth, whole_frames
+from stormfusion.verification.masking import missing_truth, whole_frames
 
 if TYPE_CHECKING:
     from stormfusion.verification.lpips import LPIPS
@@ -288,18 +288,20 @@ class ContinuousSums(EventTable):
         ids = sample_ids(event_ids, b)
         f = forecast.to(torch.float64)
         o = truth.to(device=forecast.device, dtype=torch.float64)
-        valid = valid_truth(o)
-        vf = valid.to(torch.float64)
-        err = (f - o) * vf
+        missing = missing_truth(o)
+        keep = None if missing is None else (~missing).to(torch.float64)
+        err = f - o if keep is None else (f - o) * keep
         sums = torch.zeros(b, n_leads, len(SUM_NAMES), dtype=torch.float64, device=f.device)
         sums[..., _I["sse"]] = (err * err).sum(dim=(2, 3))
         sums[..., _I["sae"]] = err.abs().sum(dim=(2, 3))
-        sums[..., _I["n_pixels"]] = vf.sum(dim=(2, 3))
-        sums[..., _I["n_excluded_pixels"]] = (1.0 - vf).sum(dim=(2, 3))
-        mass_f, mass_o = (f * vf).sum(dim=(2, 3)), (o * vf).sum(dim=(2, 3))
+        n_valid = f[0, 0].numel() if keep is None else keep.sum(dim=(2, 3))
+        sums[..., _I["n_pixels"]] = n_valid
+        sums[..., _I["n_excluded_pixels"]] = f[0, 0].numel() - sums[..., _I["n_pixels"]]
+        mass_f = (f if keep is None else f * keep).sum(dim=(2, 3))
+        mass_o = (o if keep is None else o * keep).sum(dim=(2, 3))
         sums[..., _I["abs_mass_error"]] = (mass_f - mass_o).abs()
         sums[..., _I["truth_mass"]] = mass_o
-        self._frame_sums(f, o, whole_frames(valid), sums)
+        self._frame_sums(f, o, whole_frames(missing, f.shape).to(f.device), sums)
         self.add(ids, sums.cpu().numpy())
         return self
 

@@ -29,17 +29,26 @@ MISSING_DECLARATION: Final = (
 )
 
 
-def valid_truth(truth: Tensor) -> Tensor:
-    """Boolean mask of the truth pixels that are data: same shape as ``truth``."""
-    return (truth >= VALID_TRUTH[0]) & (truth <= VALID_TRUTH[1])
+def missing_truth(truth: Tensor) -> Tensor | None:
+    """Boolean mask (same shape) of the truth pixels outside [0, 254]; None when there are
+    none (the common case, found with one min/max pass)."""
+    lo, hi = torch.aminmax(truth)
+    if bool(hi <= VALID_TRUTH[1]):
+        return None if bool(lo >= VALID_TRUTH[0]) else truth < VALID_TRUTH[0]
+    high = truth > VALID_TRUTH[1]
+    return high if bool(lo >= VALID_TRUTH[0]) else high | (truth < VALID_TRUTH[0])
 
 
-def whole_frames(valid: Tensor) -> Tensor:
-    """(B, L, H, W) pixel mask -> (B, L): frames without any missing truth pixel."""
-    return valid.flatten(2).all(dim=-1)
+def whole_frames(missing: Tensor | None, shape: torch.Size) -> Tensor:
+    """(B, L) bool: the frames of a (B, L, H, W) batch without any missing truth pixel."""
+    if missing is None:
+        return torch.ones(shape[:2], dtype=torch.bool)
+    return ~missing.flatten(2).any(dim=-1)
 
 
-def pooled_valid(valid: Tensor, size: int) -> Tensor:
-    """(B, L, H, W) pixel mask -> (B, L, H // size, W // size): cells with no missing pixel."""
-    invalid = (~valid).to(torch.float32)
-    return torch.nn.functional.max_pool2d(invalid, kernel_size=size, stride=size) == 0
+def pooled_missing(missing: Tensor | None, size: int) -> Tensor | None:
+    """(B, L, H, W) pixel mask -> (B, L, H // size, W // size): cells with a missing pixel."""
+    if missing is None:
+        return None
+    pooled = torch.nn.functional.max_pool2d(missing.to(torch.float32), size, stride=size)
+    return pooled > 0
