@@ -31,6 +31,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 LPIPS_DIR := $(VENV)/share/stormfusion/lpips
 $(LPIPS_DIR)/manifest.json: $(VENV)/.installed
 	$(BIN)/stormfusion lpips-weights --out $(LPIPS_DIR)
+	touch $@
 
 setup: $(VENV)/.installed $(LPIPS_DIR)/manifest.json
 
