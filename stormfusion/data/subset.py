@@ -513,6 +513,31 @@ def write_catalog_overlay(
     return len(overlay)
 
 
+def _record(
+    opts: S3Options,
+    events_csv: str | os.PathLike[str],
+    rows: int,
+    entries: list[dict[str, Any]],
+    lightning: list[dict[str, Any]],
+    traffic: Traffic,
+) -> dict[str, Any]:
+    """The manifest of an events-only download (bytes: range reads + lightning files)."""
+    fetched = sum(e["size"] for e in lightning if e["status"] == "downloaded")
+    return {
+        "bucket": opts.bucket,
+        "endpoint_url": opts.endpoint_url,
+        "region": opts.region,
+        "events_only": True,
+        "events": str(events_csv),
+        "catalog_rows": rows,
+        "files": entries + lightning,
+        "range_bytes": traffic.bytes,
+        "range_requests": traffic.requests,
+        "downloaded_bytes": traffic.bytes + fetched,
+        "source_bytes": sum(e["source_size"] for e in entries) + sum(e["size"] for e in lightning),
+    }
+
+
 def download_events_only(
     opts: S3Options,
     events_csv: str | os.PathLike[str],
@@ -552,22 +577,8 @@ def download_events_only(
     lightning = download_keys(opts, whole, root) if whole else []
     sweep_temporaries(overlay)
     rows = write_catalog_overlay(source_catalog, plans, whole, overlay)
-    seconds = time.perf_counter() - started
-    record = {
-        "bucket": opts.bucket,
-        "endpoint_url": opts.endpoint_url,
-        "region": opts.region,
-        "events_only": True,
-        "events": str(events_csv),
-        "catalog_rows": rows,
-        "files": entries + lightning,
-        "range_bytes": traffic.bytes,
-        "range_requests": traffic.requests,
-        "downloaded_bytes": traffic.bytes
-        + sum(e["size"] for e in lightning if e["status"] == "downloaded"),
-        "source_bytes": sum(e["source_size"] for e in entries) + sum(e["size"] for e in lightning),
-        "seconds": round(seconds, 3),
-    }
+    record = _record(opts, events_csv, rows, entries, lightning, traffic)
+    record["seconds"] = round(time.perf_counter() - started, 3)
     logger.info(
         "%d subset files (%d events) and %d lightning files; %.1f MB in %d range requests, %.1f s",
         len(entries),
@@ -575,7 +586,7 @@ def download_events_only(
         len(lightning),
         traffic.bytes / 1e6,
         traffic.requests,
-        seconds,
+        record["seconds"],
     )
     if manifest is not None:
         write_json_atomic(manifest, record)
