@@ -8,10 +8,10 @@ hits, misses and false alarms at every threshold are summed. Ours: the streaming
 :class:`stormfusion.verification.contingency.ContingencyCounts`, batch by batch (8 samples)
 with per-event counts, as the score step runs it. Both get the same arrays: forecasts as
 uint8 (the forecast store's dtype), truth as float32, VIL-like fields, with missing truth
-(255) in a 32 x 32 patch of every tenth frame, which both sides leave out (the official
-rule; the yardstick drops the histogram's truth bin 255). The counts must be identical;
-the goal is >= 20x faster on the CPU, both sides on one core by default (``--threads``
-changes torch's).
+(255) in a 32 x 32 patch of every tenth frame (``--missing-every``), which both sides
+leave out (the official rule; the yardstick drops the histogram's truth bin 255). The
+counts must be identical; the goal is >= 20x faster on the CPU, both sides on one core by
+default (``--threads`` changes torch's).
 """
 
 from __future__ import annotations
@@ -79,6 +79,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--missing-every",
+        type=int,
+        default=10,
+        help="a 32 x 32 patch of missing truth in every N-th frame (0: none)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -90,7 +96,8 @@ def main() -> None:
     truth8 = vil_fields(rng, args.samples, args.leads, args.size)
     noise = rng.normal(0.0, 25.0, truth8.shape)
     forecast = np.clip(np.round(truth8 + noise), 0, 255).astype(np.uint8)
-    truth8.reshape(-1, args.size, args.size)[::10, :32, :32] = VIL_MISSING
+    if args.missing_every > 0:
+        truth8.reshape(-1, args.size, args.size)[:: args.missing_every, :32, :32] = VIL_MISSING
     truth = truth8.astype(np.float32)
     events = [f"E{i // 3}" for i in range(args.samples)]  # three windows per event
     pixels = truth.size

@@ -390,3 +390,16 @@ def test_reference_table_beside_same_protocol(tmp_path: Path) -> None:
     md = (tmp_path / "reference.md").read_text()
     assert "Published SEVIR reference numbers (separate from our results)" in md
     assert "0.4419" in md and "0.4310" in md
+
+
+def test_synthetic_twin_is_named_in_captions_and_footers(tmp_path: Path) -> None:
+    from stormfusion.report.build import DATA_LABELS, label_data
+    from stormfusion.report.style import provenance_line
+    from stormfusion.report.tables import Table
+
+    table = label_data(Table("main", "Main results", pd.DataFrame(), (), ()), False)
+    assert table.title == "Main results (synthetic twin)"
+    assert "synthetic twin of SEVIR" in table.notes[-1]
+    line = provenance_line({"config_hash": "h", "data_source": DATA_LABELS[False]})
+    assert line.endswith("| synthetic twin of SEVIR (tests the pipeline, not the models)")
+    assert "real SEVIR archive" in label_data(table, True).title
