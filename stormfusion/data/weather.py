@@ -35,7 +35,7 @@ from typing import Final
 
 import numpy as np
 
-from stormfusion.data.sevir import FRAME_MINUTES, N_FRAMES, PATCH_METRES
+from stormfusion.data.sevir import FRAME_MINUTES, N_FRAMES, PATCH_METRES, VIL_MISSING
 
 #: Patch side in km.
 PATCH_KM: Final = PATCH_METRES / 1000.0
@@ -382,7 +382,7 @@ def simulate_event(
     if missing_fraction > 0.0:
         rows, cols = np.mgrid[0:image_size, 0:image_size]
         cut = np.sqrt(2.0 * missing_fraction) * image_size
-        vil_tyx[:, (rows + cols) < cut] = 255
+        vil_tyx[:, (rows + cols) < cut] = VIL_MISSING
 
     return EventWeather(
         vil=np.ascontiguousarray(vil_tyx.transpose(1, 2, 0)),

@@ -37,11 +37,11 @@ from torch import Tensor, nn
 
 from stormfusion.data.normalization import denormalize, normalize
 from stormfusion.data.regrid import regrid
-from stormfusion.data.sevir import STUDY_MODALITIES
+from stormfusion.data.sevir import STUDY_MODALITIES, VIL_MAX
 from stormfusion.errors import StormFusionError
 
 #: Scale that maps VIL 0..255 to the loss's 0..1 range.
-VIL_SCALE: float = 255.0
+VIL_SCALE: float = float(VIL_MAX)
 
 
 def as_modalities(modalities: Sequence[str] | str) -> tuple[str, ...]:

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from stormfusion.data.dataset import collate_windows
-from stormfusion.data.sevir import FRAME_MINUTES
+from stormfusion.data.sevir import FRAME_MINUTES, VIL_MAX
 from stormfusion.errors import StormFusionError
 from stormfusion.io import atomic_path
 from stormfusion.models import ForecastModel
@@ -40,7 +40,7 @@ CHUNK_SAMPLES = 8
 
 def to_uint8(forecast: torch.Tensor) -> np.ndarray:
     """VIL forecasts (any real dtype) to uint8: clamped to [0, 255] and rounded."""
-    return forecast.float().clamp(0.0, 255.0).round().to(torch.uint8).cpu().numpy()
+    return forecast.float().clamp(0.0, float(VIL_MAX)).round().to(torch.uint8).cpu().numpy()
 
 
 def predict_to_zarr(
