@@ -19,7 +19,8 @@ from stormfusion.data.chunks import WindowReader
 from stormfusion.data.convert import StoreLayout, convert_modality
 from stormfusion.data.dataset import SevirWindowDataset, _dihedral, collate_windows
 from stormfusion.data.hdf5 import grid_lightning, write_lightning_file
-from stormfusion.data.regrid import regrid, regrid_counts, regrid_mean
+from stormfusion.data.normalization import SEVIR_NORMALIZATION, Normalization, normalize
+from stormfusion.data.regrid import native_size, regrid, regrid_counts, regrid_mean
 from stormfusion.data.sevir import STUDY_MODALITIES
 from stormfusion.data.splits import PRESETS, SplitOptions, assign_splits, make_windows
 from stormfusion.errors import StormFusionError
@@ -52,6 +53,17 @@ def test_area_average_and_bilinear() -> None:
     ref = F.interpolate(x[None], size=(8, 8), mode="bilinear", align_corners=False)[0]
     torch.testing.assert_close(up, ref)
     assert regrid("ir069", x, 4) is x
+
+
+def test_regridders_and_normalisations_are_registries_listing_valid_names() -> None:
+    with pytest.raises(StormFusionError, match=r"unknown regridding .* 'radar'.*ir069, ir107"):
+        regrid("radar", torch.zeros(1, 4, 4), 2)
+    with pytest.raises(StormFusionError, match=r"unknown normalisation .* 'vis'.*lght, vil"):
+        normalize("vis", torch.zeros(1))
+    assert SEVIR_NORMALIZATION.get("vil") == Normalization(33.44, 47.54)  # published
+    assert native_size("ir069", 384) == 192 and native_size("lght", 384) == 48
+    with pytest.raises(StormFusionError, match="image size 60 is not divisible by 8"):
+        native_size("lght", 60)
 
 
 # --------------------------------------------------------------------------- dataset
