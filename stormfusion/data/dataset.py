@@ -293,6 +293,26 @@ class SevirWindowDataset(Dataset[dict[str, Any]]):
         self.windows = table.reset_index(drop=True)
         self._input_frames = self._single(where, "input_frames")
         self._output_frames = self._single(where, "output_frames")
+        self._open_stores(where)
+        self._event_ids: list[str] = [str(e) for e in self.windows["event_id"]]
+        self._starts = self.windows["window_start"].to_numpy(dtype=np.int64)
+        self.missing_windows = {m: int((self._rows[m] < 0).sum()) for m in self.modalities}
+        self._log_summary(where)
+        self._readers: dict[str, WindowReader] | None = None
+        self._buffers: dict[str, np.ndarray] | None = None
+
+    # -- construction helpers ---------------------------------------------------------
+
+    @staticmethod
+    def _read_table(
+        windows: str | os.PathLike[str] | pd.DataFrame,
+    ) -> tuple[pd.DataFrame, str]:
+        if isinstance(windows, pd.DataFrame):
+            return check_windows(windows, "windows table"), "windows table"
+        return read_windows(windows), str(windows)
+
+    def _open_stores(self, where: str) -> None:
+        """Check the stores and find each window's row in each of them."""
         self.stores = {
             m: inspect_store(self.zarr_dir, m)
             for m in dict.fromkeys((TARGET_MODALITY, *self.modalities))
@@ -310,22 +330,6 @@ class SevirWindowDataset(Dataset[dict[str, Any]]):
                 f"{self.stores[TARGET_MODALITY].path}: no target frames for {len(absent)} "
                 f"event(s) of {where}: {', '.join(absent[:5])}"
             )
-        self._event_ids: list[str] = [str(e) for e in ids]
-        self._starts = self.windows["window_start"].to_numpy(dtype=np.int64)
-        self.missing_windows = {m: int((self._rows[m] < 0).sum()) for m in self.modalities}
-        self._log_summary(where)
-        self._readers: dict[str, WindowReader] | None = None
-        self._buffers: dict[str, np.ndarray] | None = None
-
-    # -- construction helpers ---------------------------------------------------------
-
-    @staticmethod
-    def _read_table(
-        windows: str | os.PathLike[str] | pd.DataFrame,
-    ) -> tuple[pd.DataFrame, str]:
-        if isinstance(windows, pd.DataFrame):
-            return check_windows(windows, "windows table"), "windows table"
-        return read_windows(windows), str(windows)
 
     def _single(self, where: str, column: str) -> int:
         values = sorted(self.windows[column].unique().tolist())
