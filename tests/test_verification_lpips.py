@@ -297,3 +297,25 @@ def test_archives_are_pinned_to_their_published_digest(
     absent = str(tmp_path / "absent.tar.gz")
     assert main(["lpips-weights", "--archive", absent, "--out", str(out)]) == 2
     assert "archive not found" in capsys.readouterr().err
+
+
+def test_score_says_why_lpips_is_na_when_weights_are_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(lpips_module, "default_weights_dir", lambda: tmp_path / "deleted")
+    monkeypatch.setattr(lpips_module, "_lpips_package_file", lambda: None)
+    case = make_case(tmp_path, n_events=1)
+    path = write_forecast_store(case.forecast_path("p"), case.truth, case.windows, "p", "p")
+    out = tmp_path / "scores"
+    argv = [
+        "score",
+        *("--forecast", str(path), "--truth", str(case.zarr_dir / "vil.zarr")),
+        *("--windows", str(case.windows_csv)),
+        *("--out-csv", str(out / "p.csv"), "--out-json", str(out / "p.json")),
+        *("--out-counts", str(out / "p.counts.npz")),
+    ]
+    assert main(argv) == 0
+    summary = json.loads((out / "p.json").read_text())
+    assert summary["lpips"] is None and "make setup" in summary["lpips_reason"]
+    assert summary["csi_m"] == 1.0  # everything else is scored
