@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from catalog_support import protocol_catalog
 
 from stormfusion.cli import main
 from stormfusion.data.catalog import read_catalog
@@ -94,12 +95,71 @@ def test_missing_required_modality(catalog: pd.DataFrame) -> None:
     no_ir = catalog[~((catalog["img_type"] == "ir069") & catalog["id"].str.startswith("R"))]
     index, drops = select_events(no_ir, SelectionOptions(kind="random"))
     assert index.empty and drops["missing_modality"] == 2
-    # not required: kept, with an empty file and index -1
+    # not requested: kept, and the index has no columns for it (nothing downloads it)
     index, _ = select_events(no_ir, SelectionOptions(kind="random", modalities=("vil",)))
-    assert len(index) == 2 and (index["ir069_file"] == "").all()
-    assert (index["ir069_index"] == -1).all() and (index["ir069_size"] == -1).all()
+    assert len(index) == 2
+    assert [c for c in index.columns if c.endswith("_file")] == ["vil_file"]
     vis, drops = select_events(catalog, SelectionOptions(modalities=("vil", "vis")))
-    assert vis.empty and "vis_file" in vis.columns
+    assert vis.empty and "vis_file" in vis.columns and drops["missing_modality"] > 0
+
+
+def _official_keep(catalog: pd.DataFrame, types: set[str], complete: bool) -> set[str]:
+    """The published readers' rule, restated: filter rows on pct_missing == 0, keep the rows
+    of the requested img_types, then ids having every type and exactly len(types) rows."""
+    rows = catalog[catalog["pct_missing"] == 0] if complete else catalog
+    rows = rows[rows["img_type"].isin(types)]
+    kept = set()
+    for event_id, group in rows.groupby("id"):
+        if types <= set(group["img_type"]) and len(group) == len(types):
+            kept.add(str(event_id))
+    return kept
+
+
+@pytest.mark.parametrize(
+    ("types", "complete"),
+    [({"vil"}, True), ({"vil"}, False), ({"vil", "vis"}, True), ({"vil", "ir107"}, True)],
+)
+def test_duplicates_and_missing_pixels_follow_the_official_rule(
+    tmp_path: Path, types: set[str], complete: bool
+) -> None:
+    path = protocol_catalog().write(tmp_path / "CATALOG.csv")
+    catalog = read_catalog(path)
+    options = SelectionOptions(kind="all", modalities=tuple(types), require_complete=complete)
+    index, drops = select_events(catalog, options)
+    assert set(index["id"]) == _official_keep(pd.read_csv(path), types, complete)
+    assert sum(drops.values()) == catalog["id"].nunique() - len(index)
+    assert sorted(c for c in index.columns if c.endswith("_file")) == sorted(
+        f"{m}_file" for m in types
+    )
+
+
+def test_duplicate_rule_counts_only_the_requested_types(tmp_path: Path) -> None:
+    catalog = read_catalog(protocol_catalog().write(tmp_path / "CATALOG.csv"))
+    vil_only = SelectionOptions(kind="all", modalities=("vil",))
+    index, drops = select_events(catalog, vil_only)
+    ids = set(index["id"])
+    assert "S900001" in ids  # its vis row is duplicated: irrelevant to a VIL-only request
+    assert "R18032505027684" not in ids  # two vil rows: dropped, never one picked
+    assert drops == {
+        "kind": 0,
+        "date": 0,
+        "event_type": 0,
+        "missing_modality": 1,  # S900004 has no vil row
+        "pct_missing": 2,  # S900003, R19010100000001
+        "duplicate_rows": 1,  # R18032505027684
+        "max_events": 0,
+    }
+    # S900002: two vil rows, one with missing pixels; the complete one (index 7) is used
+    row = index.set_index("id").loc["S900002"]
+    assert row["vil_index"] == 7
+    # with vis requested too, S900001's duplicated vis rows drop it
+    both, drops = select_events(catalog, SelectionOptions(kind="all", modalities=("vil", "vis")))
+    assert "S900001" not in set(both["id"]) and drops["duplicate_rows"] == 1
+    # without the completeness filter S900002 has two counted vil rows: dropped
+    loose, _ = select_events(
+        catalog, SelectionOptions(kind="all", modalities=("vil",), require_complete=False)
+    )
+    assert "S900002" not in set(loose["id"]) and "S900003" in set(loose["id"])
 
 
 def test_path_escape_refused_naming_the_row(catalog: pd.DataFrame) -> None:

@@ -7,11 +7,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from catalog_support import CatalogBuilder
 
 from stormfusion.cli import main
 from stormfusion.data.event_index import read_event_index
 from stormfusion.data.splits import (
     PRESETS,
+    STRATEGIES,
     SplitOptions,
     WindowSpec,
     assign_splits,
@@ -20,6 +23,11 @@ from stormfusion.data.splits import (
     read_windows,
 )
 from stormfusion.errors import StormFusionError
+
+REPO = Path(__file__).resolve().parents[1]
+
+TRAIN_END = pd.Timestamp("2019-01-01 00:00:00")
+VAL_END = pd.Timestamp("2019-06-01 00:00:00")
 
 
 def _events(n: int, start: str = "2018-01-01", freq: str = "7D") -> pd.DataFrame:
@@ -50,10 +58,11 @@ def test_window_longer_than_an_event_is_an_error() -> None:
         WindowSpec(40, 10, 12).starts()
 
 
-def test_random_split_is_by_event_deterministic_and_matches_the_seed_study() -> None:
+def test_random_split_is_by_event_and_deterministic() -> None:
     events = _events(541)
     opts = SplitOptions(seed=0, val_fraction=0.2)
     labels = assign_splits(events, "random", opts)
+    # 541 events at 0.2: 432 / 109 (the seed's runs printed 438 / 103: seed_catalog)
     assert labels.value_counts().to_dict() == {"train": 432, "val": 109}
     assert labels.equals(assign_splits(events, "random", opts))
     # the row order of the index does not matter, the seed does
@@ -73,20 +82,47 @@ def test_random_split_with_test_fraction() -> None:
     assert labels.value_counts().to_dict() == {"train": 65, "test": 25, "val": 10}
 
 
-def test_date_split_puts_every_event_on_its_side_of_the_cuts() -> None:
+def test_date_split_is_inclusive_on_the_earlier_side() -> None:
     events = _events(60, start="2018-10-01")
-    cut = pd.DataFrame(
-        {"id": ["S1", "S2"], "time_utc": pd.to_datetime(["2019-01-01 00:00", "2019-06-01 00:00"])}
-    )  # exactly on the cuts
-    events = pd.concat([events, cut], ignore_index=True)
+    on_cuts = pd.DataFrame(
+        {
+            "id": ["S1", "S2", "S3", "S4"],
+            "time_utc": pd.to_datetime(
+                [
+                    "2019-01-01 00:00:00",
+                    "2019-01-01 00:00:01",
+                    "2019-06-01 00:00:00",
+                    "2019-06-01 00:00:01",
+                ]
+            ),
+        }
+    )
+    events = pd.concat([events, on_cuts], ignore_index=True)
     opts = SplitOptions(train_end="2019-01-01", val_end="2019-06-01")
     labels = assign_splits(events, "date", opts)
+    # the published loaders: time_utc <= 2019-01-01 trains, <= 2019-06-01 validates
+    expected = [
+        "train" if t <= TRAIN_END else "val" if t <= VAL_END else "test" for t in events["time_utc"]
+    ]
+    assert labels.tolist() == expected
+    assert labels[["S1", "S2", "S3", "S4"]].tolist() == ["train", "val", "val", "test"]
+
+
+def test_date_split_with_equal_cuts_draws_validation_from_the_training_side() -> None:
+    events = _events(80, start="2018-10-01")
+    opts = SplitOptions(train_end="2019-06-01", val_end="2019-06-01", val_fraction=0.1, seed=3)
+    labels = assign_splits(events, "date", opts)
     t = events.set_index("id")["time_utc"]
-    assert (t[labels[labels == "train"].index] < pd.Timestamp("2019-01-01")).all()
-    val_t = t[labels[labels == "val"].index]
-    assert ((val_t >= pd.Timestamp("2019-01-01")) & (val_t < pd.Timestamp("2019-06-01"))).all()
-    assert (t[labels[labels == "test"].index] >= pd.Timestamp("2019-06-01")).all()
-    assert labels["S1"] == "val" and labels["S2"] == "test"
+    before = t[t <= VAL_END].index
+    assert (labels[t[t > VAL_END].index] == "test").all()
+    assert set(labels[before]) == {"train", "val"}
+    assert (labels[before] == "val").sum() == int(np.ceil(len(before) * 0.1))
+    again = assign_splits(events.iloc[::-1], "date", opts)
+    assert again.sort_index().equals(labels.sort_index())
+    no_val = assign_splits(
+        events, "date", SplitOptions(train_end="2019-06-01", val_end="2019-06-01", val_fraction=0.0)
+    )
+    assert set(no_val) == {"train", "test"}
 
 
 def test_empty_split_is_an_error() -> None:
@@ -145,13 +181,7 @@ def test_split_cli_on_the_twin_index(event_index: Path, tmp_path: Path) -> None:
     when = index.set_index("id")["time_utc"]
     for row in windows.itertuples():
         t = when[row.event_id]
-        expected = (
-            "train"
-            if t < pd.Timestamp("2019-01-01")
-            else "val"
-            if t < pd.Timestamp("2019-06-01")
-            else "test"
-        )
+        expected = "train" if t <= TRAIN_END else "val" if t <= VAL_END else "test"
         assert row.split == expected
     assert set(windows["split"]) == {"train", "val", "test"}
 
@@ -217,3 +247,74 @@ def test_check_windows_refuses_an_event_in_two_splits() -> None:
     with pytest.raises(StormFusionError, match="beyond an event's 49 frames"):
         check_windows(table)
     assert np.array_equal(check_windows(table.iloc[:1])["window_start"], [0])
+
+
+def _seed_recipe(catalog_csv: Path) -> tuple[set[str], set[str]]:
+    """The seed study's split, restated from its description: numpy's legacy RandomState(42)
+    permutes the unique VIL ids of the whole catalog in pandas' unique() order; the first
+    int(0.8 * n) are training ids, the rest validation ids."""
+    catalog = pd.read_csv(catalog_csv, low_memory=False)
+    ids = np.asarray(catalog[catalog["img_type"] == "vil"]["id"].unique(), dtype=object)
+    permuted = np.random.RandomState(42).permutation(ids)
+    n_train = int(0.8 * len(permuted))
+    return set(permuted[:n_train]), set(permuted[n_train:])
+
+
+def _seed_catalog(path: Path) -> Path:
+    """52 unique VIL ids (0.8 * 52 = 41.6: int() and round() differ) in an unsorted order,
+    other sensors' rows interleaved, one vil row duplicated, one id without vil."""
+    b = CatalogBuilder()
+    rng = np.random.default_rng(5)
+    days = pd.Timestamp("2019-07-01") + pd.to_timedelta(rng.integers(0, 180, 52), unit="D")
+    for k, day in enumerate(days):
+        event = f"S{800000 + int(rng.integers(0, 99999))}{k:02d}" if k % 3 else f"R{190000 + k}"
+        when = str(day + pd.Timedelta(minutes=int(rng.integers(0, 1440))))
+        if k % 4 == 0:
+            b.add(event, when, "ir107")  # an event's first row need not be its vil row
+        b.add(event, when, "vil")
+        if k == 7:
+            b.add(event, when, "vil")  # duplicated: one id all the same
+        if k % 4 == 1:
+            b.add(event, when, "ir069")
+    b.add("S999999", "2019-08-01 10:00:00", "ir107")  # no vil row
+    return b.write(path)
+
+
+def test_seed_catalog_split_follows_the_recipe(tmp_path: Path) -> None:
+    path = _seed_catalog(tmp_path / "CATALOG.csv")
+    train_ids, val_ids = _seed_recipe(path)
+    assert len(train_ids) == 41 and len(val_ids) == 11
+    catalog = pd.read_csv(path)
+    vil = catalog[catalog["img_type"] == "vil"].drop_duplicates("id")
+    events = pd.DataFrame({"id": vil["id"], "time_utc": pd.to_datetime(vil["time_utc"])})
+    opts = SplitOptions(seed=42, val_fraction=0.2, catalog=str(path))
+    labels = assign_splits(events, "seed_catalog", opts)
+    assert set(labels[labels == "train"].index) == train_ids
+    assert set(labels[labels == "val"].index) == val_ids
+    # then filtered to the selected events: a subset keeps each event's label
+    subset = events.iloc[::3]
+    sub = assign_splits(subset, "seed_catalog", opts)
+    assert sub.to_dict() == {e: "train" if e in train_ids else "val" for e in subset["id"]}
+
+
+def test_seed_catalog_split_errors(tmp_path: Path) -> None:
+    path = _seed_catalog(tmp_path / "CATALOG.csv")
+    events = pd.DataFrame({"id": ["S999999"], "time_utc": pd.to_datetime(["2019-08-01"])})
+    with pytest.raises(StormFusionError, match=r"have no vil row.*S999999"):
+        assign_splits(events, "seed_catalog", SplitOptions(seed=42, catalog=str(path)))
+    with pytest.raises(StormFusionError, match="needs the catalog"):
+        assign_splits(events, "seed_catalog", SplitOptions(seed=42))
+    with pytest.raises(StormFusionError, match="train and val only"):
+        assign_splits(events, "seed_catalog", SplitOptions(catalog=str(path), test_fraction=0.1))
+
+
+def test_split_strategies_are_one_registry() -> None:
+    with pytest.raises(
+        StormFusionError,
+        match="unknown split strategy 'sideways'; valid names: "
+        "date, manifest, random, seed_catalog, window_list",
+    ):
+        assign_splits(_events(5), "sideways", SplitOptions())
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    enum = schema["properties"]["split"]["properties"]["strategy"]["enum"]
+    assert sorted(enum) == STRATEGIES.names()

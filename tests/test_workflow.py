@@ -57,12 +57,14 @@ def test_study_dry_run_lists_every_job_of_the_study(tmp_path: Path) -> None:
     assert planned_runs(out, "train_model") == trained
     assert planned_runs(out, "predict_model") == set(runs)
     assert planned_runs(out, "score_model") == set(runs)
-    # the seed preset: 541 storm events of 2019H2 from the bucket, 80/20 random split, 12 -> 6
+    # the seed preset: 541 storm events of 2019H2 from the bucket, the seed's own 80/20
+    # split of the catalog's VIL ids (it reads the catalog), 12 -> 6
     assert "stormfusion download --bucket sevir --region us-west-2" in out
     assert "--concurrency 8" in out
     assert "--max-events 541" in out
     assert "--start 2019-07-01 --end 2020-01-01" in out
-    assert "--strategy random" in out and "--val-fraction 0.2" in out
+    assert "--strategy seed_catalog --seed 42 --val-fraction 0.2" in out
+    assert "--catalog data/sevir/CATALOG.csv" in out
     assert "--input-frames 12 --output-frames 6" in out
     assert "--split val" in out
     assert "--zarr-dir data/interim/zarr" in out and "--out-dir results/models/sgt " in out
@@ -88,9 +90,10 @@ def test_protocol_overlay_merges_over_the_study_config(tmp_path: Path) -> None:
     # the seed preset's event cap and date range are cleared: every storm event
     assert "--max-events" not in out
     assert "--start 2019-07-01" not in out
-    assert "--kind storm" in out and "--modalities vil ir069 ir107 lght" in out
-    # the models and their resources still come from config.yaml
-    assert planned_jobs(out)["train_model"] == 7
+    # VIL only, storm and random events (tests/test_protocol.py checks the whole DAG)
+    assert "--kind all" in out and "--modalities vil --out" in out
+    # the baselines and the learned models on VIL; the ablations are left out
+    assert planned_jobs(out)["train_model"] == 3
     assert "results/sevir-protocol/tables/main.csv" in out
 
 

@@ -1,11 +1,16 @@
-"""``stormfusion split``: events to train/val/test by event, and the windows of each event."""
+"""``stormfusion split``: events to train/val/test, the windows of each event, the manifest."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-HELP = "split the events into train/val/test and cut the forecast windows (windows.csv)"
+from stormfusion.errors import StormFusionError
+
+HELP = (
+    "split the events into train/val/test and cut the forecast windows "
+    "(windows.csv and its manifest)"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,17 +18,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=Path, required=True, help="event index (events.csv)")
     parser.add_argument("--out", type=Path, required=True, help="windows table to write")
     parser.add_argument(
-        "--strategy",
-        choices=["random", "date"],
-        default="random",
-        help="random (seeded, by event) or date (cut dates) (default: random)",
+        "--manifest",
+        type=Path,
+        default=None,
+        help="manifest JSON to write (its CSV beside it, same name with .csv; "
+        "default: <out stem>_manifest.json beside --out)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="random strategy seed (default: 0)")
+    parser.add_argument(
+        "--strategy",
+        default="random",
+        help="random, date, seed_catalog, window_list or manifest (default: random; "
+        "see docs/data.md)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random choices")
     parser.add_argument(
         "--val-fraction",
         type=float,
         default=0.2,
-        help="random strategy: share of events for validation (default: 0.2)",
+        help="random, seed_catalog, date with equal cuts: share of events for validation",
     )
     parser.add_argument(
         "--test-fraction",
@@ -34,12 +46,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--train-end",
         default="2019-01-01",
-        help="date strategy: training events have time_utc before this date",
+        help="date strategy: training events have time_utc <= this date (midnight UTC)",
     )
     parser.add_argument(
         "--val-end",
         default="2019-06-01",
-        help="date strategy: validation events before this date, test after",
+        help="date strategy: validation events have time_utc <= this date, test after",
+    )
+    parser.add_argument("--catalog", default=None, help="seed_catalog strategy: CATALOG.csv")
+    parser.add_argument(
+        "--window-list",
+        action="append",
+        default=[],
+        metavar="SPLIT=FILE",
+        help="window_list strategy: the windows of one split, one "
+        "<img_type>-<year>-<file name>-<file_index>-<window> per line (repeat per split)",
+    )
+    parser.add_argument(
+        "--window-manifest",
+        default=None,
+        help="manifest strategy: a windows_manifest.json whose windows to use",
     )
     parser.add_argument(
         "--preset",
@@ -55,9 +81,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stride", type=int, default=None, help="frames between window starts")
 
 
+def _window_lists(values: list[str]) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for value in values:
+        split, sep, path = value.partition("=")
+        if not sep or not split or not path:
+            raise StormFusionError(f"--window-list {value!r}: expected SPLIT=FILE")
+        pairs.append((split, path))
+    return tuple(pairs)
+
+
 def run(args: argparse.Namespace) -> None:
-    """Assign splits, cut the windows and write the table."""
-    from stormfusion.data.splits import PRESETS, SplitOptions, WindowSpec, split_events
+    """Assign splits, cut the windows and write the table and its manifest."""
+    from stormfusion.data.splits import PRESETS, SplitOptions, WindowSpec, run_split
 
     preset = PRESETS[args.preset]
     spec = WindowSpec(
@@ -71,5 +107,9 @@ def run(args: argparse.Namespace) -> None:
         test_fraction=args.test_fraction,
         train_end=args.train_end,
         val_end=args.val_end,
+        catalog=args.catalog,
+        window_lists=_window_lists(args.window_list),
+        window_manifest=args.window_manifest,
     )
-    split_events(args.events, args.out, args.strategy, opts, spec)
+    manifest = args.manifest or args.out.with_name(f"{args.out.stem}_manifest.json")
+    run_split(args.events, args.out, manifest, args.strategy, opts, spec)

@@ -1,25 +1,33 @@
 """Event selection: from CATALOG.csv to the event index every later stage reads.
 
-Rules, applied in this order (each drop is counted by reason in ``events.json``):
+The rules reproduce the official SEVIR readers (the dataset's own generator, and Earthformer's
+loader that the published benchmark uses), stated here as the code applies them:
 
 1. any catalog row whose ``file_name`` is absolute or contains ``..`` is refused (error);
-2. ``duplicate_rows``: ids with a repeated (id, img_type) row are dropped whole, as the
-   official SEVIR reader does (never silently pick one of the rows);
-3. ``kind``: storm (``S`` ids), random (``R`` ids) or all;
-4. ``date``: ``years`` (of ``time_utc``), ``start`` (``time_utc >= start``) and ``end``
+2. ``kind``: storm (``S`` ids), random (``R`` ids) or all;
+3. ``date``: ``years`` (of ``time_utc``), ``start`` (``time_utc >= start``) and ``end``
    (``time_utc < end``);
-5. ``event_type``: NWS types to keep (random events have none and are dropped by it);
-6. ``missing_modality``: every required modality needs a catalog row;
-7. ``pct_missing``: with ``require_complete`` every required modality has ``pct_missing == 0``;
-8. ``max_events``: a seeded choice without replacement (``numpy.random.default_rng(seed)``).
+4. ``event_type``: NWS types to keep (random events have none and are dropped by it);
+5. per requested modality (img_type), the event's catalog rows are counted: all rows, and
+   with ``require_complete`` only those with ``pct_missing == 0`` (a missing value is not
+   0). An event is kept when every requested modality has exactly one counted row. This is
+   the official rule: rows are first filtered on ``pct_missing == 0``, then an id is kept
+   if it has every requested img_type and its number of rows among the REQUESTED img_types
+   equals the number of requested types. So a duplicate row of a modality that was not
+   requested (e.g. ``vis`` in a VIL-only selection) does not matter, and a duplicated
+   requested row whose twin has ``pct_missing > 0`` leaves one counted row and is kept.
+   Drops are counted as ``missing_modality`` (a requested modality has no row at all),
+   else ``pct_missing`` (no complete row), else ``duplicate_rows`` (two or more counted
+   rows: the reader never silently picks one);
+6. ``max_events``: a seeded choice without replacement (``numpy.random.default_rng(seed)``).
 
 The index is sorted by ``time_utc`` then ``id``. Columns: ``id, time_utc, event_type,
-episode_id, event_id, kind`` and for each modality ``m`` of the study (vil, ir069, ir107,
-lght) plus any other required one: ``m_file`` (the catalog's ``file_name``, relative to
-``<data root>/data``; resolve it with :func:`stormfusion.data.catalog.raw_path`), ``m_index``
-(the catalog's ``file_index``; -1 for lightning, whose datasets are keyed by id) and
-``m_size`` (the catalog's ``size_x``). A modality that is not required and absent for an
-event has ``m_file`` "" and ``m_index`` and ``m_size`` -1.
+episode_id, event_id, kind`` and for each requested modality ``m`` (in the order ``vil, ir069,
+ir107, lght, vis``): ``m_file`` (the catalog's ``file_name``, relative to
+``<data root>/data``; resolve it with :func:`stormfusion.data.catalog.raw_path`),
+``m_index`` (the catalog's ``file_index``; -1 for lightning, whose datasets are keyed by id)
+and ``m_size`` (the catalog's ``size_x``). Modalities that were not requested have no
+columns, so nothing downstream (download, conversion) touches their files.
 """
 
 from __future__ import annotations
@@ -47,12 +55,12 @@ logger = logging.getLogger(__name__)
 KINDS = ("storm", "random", "all")
 #: Drop reasons, in the order the rules apply.
 DROP_REASONS = (
-    "duplicate_rows",
     "kind",
     "date",
     "event_type",
     "missing_modality",
     "pct_missing",
+    "duplicate_rows",
     "max_events",
 )
 BASE_COLUMNS = ("id", "time_utc", "event_type", "episode_id", "event_id", "kind")
@@ -106,8 +114,73 @@ class SelectionOptions:
 
 
 def index_modalities(required: Sequence[str]) -> tuple[str, ...]:
-    """Modalities with columns in the index: the study's four, then other required ones."""
-    return (*STUDY_MODALITIES, *(m for m in required if m not in STUDY_MODALITIES))
+    """Modalities with columns in the index: the requested ones, in SEVIR's order."""
+    return tuple(m for m in MODALITIES if m in set(required))
+
+
+def _event_table(catalog: pd.DataFrame) -> pd.DataFrame:
+    """One row of event-level fields per id (the event's first catalog row), plus ``kind``."""
+    events = catalog.drop_duplicates(subset=["id"]).set_index("id")
+    ids = events.index.to_series()
+    events["kind"] = np.where(
+        ids.str.startswith("S"), "storm", np.where(ids.str.startswith("R"), "random", "")
+    )
+    return events
+
+
+def _event_filters(events: pd.DataFrame, options: SelectionOptions) -> dict[str, pd.Series]:
+    """The event-level rules (kind, date, event type) as boolean masks by id, in order."""
+    masks = {
+        "kind": events["kind"].isin(
+            ["storm", "random"] if options.kind == "all" else [options.kind]
+        )
+    }
+    times = events["time_utc"]
+    date_ok = pd.Series(True, index=events.index)
+    if options.years:
+        date_ok &= times.dt.year.isin(list(options.years))
+    start, end = options.date("start"), options.date("end")
+    if start is not None:
+        date_ok &= times >= start
+    if end is not None:
+        date_ok &= times < end
+    masks["date"] = date_ok
+    if options.event_types:
+        masks["event_type"] = events["event_type"].isin(list(options.event_types))
+    return masks
+
+
+def _row_counts(
+    catalog: pd.DataFrame, options: SelectionOptions, ids: pd.Index
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Catalog rows per (id, requested modality): all of them, and the counted ones.
+
+    Returns:
+        Two (len(ids), n_modalities) integer tables indexed by id: every row, and the rows
+        that count (``pct_missing == 0`` with ``require_complete``, else every row).
+    """
+    requested = list(index_modalities(options.modalities))
+    rows = catalog[catalog["img_type"].isin(requested)]
+    counted = rows[rows["pct_missing"] == 0.0] if options.require_complete else rows
+
+    def table(frame: pd.DataFrame) -> pd.DataFrame:
+        counts = frame.groupby(["id", "img_type"]).size().unstack(fill_value=0)
+        return counts.reindex(index=ids, columns=requested, fill_value=0).astype("int64")
+
+    return table(rows), table(counted)
+
+
+def _modality_rows(
+    catalog: pd.DataFrame, options: SelectionOptions, chosen: pd.Index
+) -> dict[str, pd.DataFrame]:
+    """For each requested modality, the one counted catalog row of every chosen id."""
+    present = {}
+    for m in index_modalities(options.modalities):
+        rows = catalog[(catalog["img_type"] == m) & catalog["id"].isin(chosen)]
+        if options.require_complete:
+            rows = rows[rows["pct_missing"] == 0.0]
+        present[m] = rows.set_index("id").reindex(chosen)
+    return present
 
 
 def select_events(
@@ -127,65 +200,26 @@ def select_events(
     options.check()
     check_file_names(catalog, source)
     drops = dict.fromkeys(DROP_REASONS, 0)
-
-    dup_mask = catalog.duplicated(subset=["id", "img_type"], keep=False)
-    dup_ids = set(catalog.loc[dup_mask, "id"])
-    if dup_ids:
-        logger.warning(
-            "%s: dropping %d event(s) with a duplicated (id, img_type) row (%d rows)",
-            source,
-            len(dup_ids),
-            int(dup_mask.sum()),
-        )
-    drops["duplicate_rows"] = len(dup_ids)
-    cat = catalog[~catalog["id"].isin(dup_ids)]
-
-    # one row of event-level fields per id (taken from the first row of the event)
-    events = cat.drop_duplicates(subset=["id"]).set_index("id")
+    events = _event_table(catalog)
     keep = pd.Series(True, index=events.index)
 
     def apply(reason: str, mask: pd.Series) -> None:
         nonlocal keep
-        dropped = keep & ~mask
-        drops[reason] = int(dropped.sum())
+        drops[reason] = int((keep & ~mask).sum())
         keep = keep & mask
 
-    ids = events.index.to_series()
-    kind = np.where(
-        ids.str.startswith("S"), "storm", np.where(ids.str.startswith("R"), "random", "")
-    )
-    kind_s = pd.Series(kind, index=events.index)
-    apply("kind", kind_s.isin(["storm", "random"] if options.kind == "all" else [options.kind]))
-
-    times = events["time_utc"]
-    date_ok = pd.Series(True, index=events.index)
-    if options.years:
-        date_ok &= times.dt.year.isin(list(options.years))
-    start, end = options.date("start"), options.date("end")
-    if start is not None:
-        date_ok &= times >= start
-    if end is not None:
-        date_ok &= times < end
-    apply("date", date_ok)
-
-    if options.event_types:
-        apply("event_type", events["event_type"].isin(list(options.event_types)))
-
-    # each modality's catalog rows by id (ids are unique per img_type after the drop above)
-    present = {
-        m: cat[cat["img_type"] == m].set_index("id") for m in index_modalities(options.modalities)
-    }
-    has_all = pd.Series(True, index=events.index)
-    for m in options.modalities:
-        has_all &= events.index.isin(present[m].index)
-    apply("missing_modality", has_all)
-
-    if options.require_complete:
-        complete = pd.Series(True, index=events.index)
-        for m in options.modalities:
-            pct = present[m]["pct_missing"].reindex(events.index)
-            complete &= pct.fillna(0.0) == 0.0
-        apply("pct_missing", complete)
+    for reason, mask in _event_filters(events, options).items():
+        apply(reason, mask)
+    every, counted = _row_counts(catalog, options, events.index)
+    apply("missing_modality", (every > 0).all(axis=1))
+    apply("pct_missing", (counted > 0).all(axis=1))
+    apply("duplicate_rows", (counted == 1).all(axis=1))
+    if drops["duplicate_rows"]:
+        logger.warning(
+            "%s: dropping %d event(s) with two or more rows of a requested img_type",
+            source,
+            drops["duplicate_rows"],
+        )
 
     chosen = events.index[keep.to_numpy()]
     if options.max_events is not None and len(chosen) > options.max_events:
@@ -194,8 +228,11 @@ def select_events(
         picked = set(rng.choice(order, size=options.max_events, replace=False))
         drops["max_events"] = len(chosen) - options.max_events
         chosen = pd.Index([i for i in chosen if i in picked], name="id")
+    return _index_table(events.loc[chosen], _modality_rows(catalog, options, chosen)), drops
 
-    sel = events.loc[chosen]
+
+def _index_table(sel: pd.DataFrame, present: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The event index of the chosen events ``sel`` and their modality rows ``present``."""
     index = pd.DataFrame(
         {
             "id": sel.index.astype(str),
@@ -203,18 +240,15 @@ def select_events(
             "event_type": sel["event_type"].fillna("").to_numpy(),
             "episode_id": sel["episode_id"].round().astype("Int64").reset_index(drop=True),
             "event_id": sel["event_id"].round().astype("Int64").reset_index(drop=True),
-            "kind": kind_s.loc[chosen].to_numpy(),
+            "kind": sel["kind"].to_numpy(),
         }
     )
-    for m in index_modalities(options.modalities):
-        info = present[m].reindex(sel.index)
-        has = info["file_name"].notna().to_numpy()
-        index[f"{m}_file"] = np.where(has, info["file_name"].fillna("").to_numpy(), "")
-        file_index = info["file_index"].fillna(-1).astype("int64").to_numpy()
-        index[f"{m}_index"] = -1 if not MODALITIES[m].raster else np.where(has, file_index, -1)
-        index[f"{m}_size"] = np.where(has, info["size_x"].fillna(-1).to_numpy(), -1).astype("int64")
-    index = index.sort_values(["time_utc", "id"], kind="stable").reset_index(drop=True)
-    return index, drops
+    for m, info in present.items():
+        index[f"{m}_file"] = info["file_name"].astype(str).to_numpy()
+        file_index = info["file_index"].astype("int64").to_numpy()
+        index[f"{m}_index"] = file_index if MODALITIES[m].raster else -1
+        index[f"{m}_size"] = info["size_x"].fillna(-1).astype("int64").to_numpy()
+    return index.sort_values(["time_utc", "id"], kind="stable").reset_index(drop=True)
 
 
 def write_event_index(

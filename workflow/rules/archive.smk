@@ -32,9 +32,11 @@ rule convert_to_zarr:
 
 rule split_events:
     input:
-        events=f"{INTERIM}/events.csv",
+        unpack(split_inputs),
     output:
         windows=f"{INTERIM}/windows.csv",
+        manifest_csv=f"{INTERIM}/windows_manifest.csv",
+        manifest=f"{INTERIM}/windows_manifest.json",
     log:
         f"{RESULTS}/logs/split_events.log",
     benchmark:
@@ -49,6 +51,8 @@ rule split_events:
         runtime=rule_resources("split_events", "runtime", 10),
     params:
         options=split_options(),
+        sources=split_sources,
     shell:
-        "stormfusion split --events {input.events:q} {params.options}"
-        " --out {output.windows:q} --config-hash {CONFIG_HASH} > {log:q} 2>&1"
+        "stormfusion split --events {input.events:q} {params.options} {params.sources}"
+        " --out {output.windows:q} --manifest {output.manifest:q}"
+        " --config-hash {CONFIG_HASH} > {log:q} 2>&1"

@@ -36,7 +36,8 @@ RAW = config["paths"]["raw"]
 INTERIM = config["paths"]["interim"]
 RESULTS = config["paths"]["results"]
 MODALITIES = config["selection"]["modalities"]
-RUNS = config["models"]
+# runs with `enabled: false` are left out (an overlay drops the seed preset's ablations so)
+RUNS = {name: spec for name, spec in config["models"].items() if spec["enabled"]}
 CONTAINER = config["container"]
 # `--use-conda`: every rule's environment (paths in `conda:` are relative to the rule files).
 CONDA_ENV = "../../envs/stormfusion.yaml"
@@ -191,7 +192,7 @@ def selection_options():
 
 
 def split_options():
-    """`stormfusion split` options from config `split`."""
+    """`stormfusion split` options from config `split` (the files it reads: split_sources)."""
     sp = config["split"]
     opts = [
         "--strategy",
@@ -213,6 +214,39 @@ def split_options():
         "--stride",
         str(sp["stride"]),
     ]
+    return shlex.join(opts)
+
+
+def split_inputs(wildcards):
+    """Files the split step reads: the event index, and what the strategy needs (the
+    catalog for seed_catalog, the per-split lists for window_list, an earlier manifest).
+    """
+    sp = config["split"]
+    files = {"events": f"{INTERIM}/events.csv"}
+    if sp["strategy"] == "seed_catalog":
+        files["catalog"] = f"{RAW}/CATALOG.csv"
+    elif sp["strategy"] == "window_list":
+        for split, path in sp["window_lists"].items():
+            if path:
+                files[f"list_{split}"] = path
+    elif sp["strategy"] == "manifest" and sp["window_manifest"]:
+        files["window_manifest"] = sp["window_manifest"]
+        files["window_manifest_csv"] = str(
+            Path(sp["window_manifest"]).with_suffix(".csv")
+        )
+    return files
+
+
+def split_sources(wildcards, input):
+    """A params function: the `stormfusion split` options naming split_inputs' files."""
+    opts = []
+    if "catalog" in input.keys():
+        opts += ["--catalog", input.catalog]
+    for split in ("train", "val", "test"):
+        if f"list_{split}" in input.keys():
+            opts += ["--window-list", f"{split}={getattr(input, f'list_{split}')}"]
+    if "window_manifest" in input.keys():
+        opts += ["--window-manifest", input.window_manifest]
     return shlex.join(opts)
 
 
