@@ -1,4 +1,4 @@
-"""The synthetic twin writes the real SEVIR layout (every fact of SEVIR_FORMAT.md it touches)
+"""The synthetic twin writes the real SEVIR layout (every fact of docs/data.md it touches)
 and weather that makes forecasting a real task. Files are read back through the same readers
 as real files (``stormfusion.data.hdf5``, ``stormfusion.data.catalog``)."""
 
