@@ -152,3 +152,31 @@ def test_an_overlay_with_an_unknown_key_is_refused(tmp_path: Path, overlay: dict
     text = proc.stdout + proc.stderr
     assert "validat" in text.lower() and f"'{key}'" in text
     assert not (work / "data").exists() and not (work / "results").exists()
+
+
+def test_window_lists_and_manifests_are_inputs_of_the_split(tmp_path: Path) -> None:
+    work = _work(tmp_path)
+    (work / "lists").mkdir()
+    for split in ("train", "test"):
+        (work / "lists" / f"{split}.txt").write_text("vil-2019-SEVIR_VIL_X-0-0\n")
+    overlay = tmp_path / "lists.yaml"
+    lists = {"train": "lists/train.txt", "test": "lists/test.txt"}
+    overlay.write_text(json.dumps({"split": {"strategy": "window_list", "window_lists": lists}}))
+    out = snakemake(
+        work, "--dry-run", "--printshellcmds", "--cores", "1",
+        "--configfile", str(SEVIR), str(overlay),
+    ).stdout  # fmt: skip
+    assert "--window-list train=lists/train.txt --window-list test=lists/test.txt" in out
+    assert "--manifest data/sevir-protocol/interim/windows_manifest.json" in out
+
+    overlay.write_text(
+        json.dumps({"split": {"strategy": "manifest", "window_manifest": "old/m.json"}})
+    )
+    (work / "old").mkdir()
+    (work / "old" / "m.json").write_text("{}")
+    (work / "old" / "m.csv").write_text("")
+    out = snakemake(
+        work, "--dry-run", "--printshellcmds", "--cores", "1",
+        "--configfile", str(SEVIR), str(overlay),
+    ).stdout  # fmt: skip
+    assert "--window-manifest old/m.json" in out

@@ -30,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="random, date, seed_catalog, window_list or manifest (default: random; "
         "see docs/data.md)",
     )
+    _strategy_arguments(parser)
+    _window_arguments(parser)
+
+
+def _strategy_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the split strategies."""
     parser.add_argument("--seed", type=int, default=0, help="seed of the random choices")
     parser.add_argument(
         "--val-fraction",
@@ -67,6 +73,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="manifest strategy: a windows_manifest.json whose windows to use",
     )
+
+
+def _window_arguments(parser: argparse.ArgumentParser) -> None:
+    """Frames per window and stride."""
     parser.add_argument(
         "--preset",
         choices=["seed", "sevir"],

@@ -31,20 +31,10 @@ logger = logging.getLogger(__name__)
 #: Prefix under the data root that the catalog's ``file_name`` is relative to.
 DATA_PREFIX = "data"
 
-_FLOAT_COLUMNS = (
-    "episode_id",
-    "event_id",
-    "llcrnrlat",
-    "llcrnrlon",
-    "urcrnrlat",
-    "urcrnrlon",
-    "size_x",
-    "size_y",
-    "height_m",
-    "width_m",
-    "data_min",
-    "data_max",
-    "pct_missing",
+#: Columns read as text, as integers or as times; every other catalog column is a number.
+_TEXT_COLUMNS = ("id", "file_name", "img_type", "minute_offsets", "event_type", "proj")
+_FLOAT_COLUMNS = tuple(
+    c for c in CATALOG_COLUMNS if c not in (*_TEXT_COLUMNS, "file_index", "time_utc")
 )
 
 
@@ -72,14 +62,7 @@ def read_catalog(path: str | os.PathLike[str]) -> pd.DataFrame:
     try:
         df = pd.read_csv(
             p,
-            dtype={
-                "id": str,
-                "file_name": str,
-                "img_type": str,
-                "minute_offsets": str,
-                "event_type": str,
-                "proj": str,
-            },
+            dtype=dict.fromkeys(_TEXT_COLUMNS, str),
             keep_default_na=True,
             low_memory=False,
         )
@@ -102,6 +85,11 @@ def read_catalog(path: str | os.PathLike[str]) -> pd.DataFrame:
             f"{p}: line {line}: unknown img_type {df.loc[unknown, 'img_type'].iloc[0]!r}; "
             f"expected one of {', '.join(MODALITIES)}"
         )
+    return _parse_values(df, p)
+
+
+def _parse_values(df: pd.DataFrame, p: Path) -> pd.DataFrame:
+    """Typed columns of a catalog read as text (see :func:`read_catalog`), naming bad lines."""
     df["file_name"] = df["file_name"].fillna("")
     df["minute_offsets"] = df["minute_offsets"].fillna("")
     index = pd.to_numeric(df["file_index"], errors="coerce")

@@ -113,7 +113,7 @@ class SelectionOptions:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
 
-def index_modalities(required: Sequence[str]) -> tuple[str, ...]:
+def requested_modalities(required: Sequence[str]) -> tuple[str, ...]:
     """Modalities with columns in the index: the requested ones, in SEVIR's order."""
     return tuple(m for m in MODALITIES if m in set(required))
 
@@ -159,7 +159,7 @@ def _row_counts(
         Two (len(ids), n_modalities) integer tables indexed by id: every row, and the rows
         that count (``pct_missing == 0`` with ``require_complete``, else every row).
     """
-    requested = list(index_modalities(options.modalities))
+    requested = list(requested_modalities(options.modalities))
     rows = catalog[catalog["img_type"].isin(requested)]
     counted = rows[rows["pct_missing"] == 0.0] if options.require_complete else rows
 
@@ -175,7 +175,7 @@ def _modality_rows(
 ) -> dict[str, pd.DataFrame]:
     """For each requested modality, the one counted catalog row of every chosen id."""
     present = {}
-    for m in index_modalities(options.modalities):
+    for m in requested_modalities(options.modalities):
         rows = catalog[(catalog["img_type"] == m) & catalog["id"].isin(chosen)]
         if options.require_complete:
             rows = rows[rows["pct_missing"] == 0.0]
@@ -271,7 +271,7 @@ def write_event_index(
         "n_events": len(index),
         "n_storm": int((index["kind"] == "storm").sum()),
         "n_random": int((index["kind"] == "random").sum()),
-        "modalities": list(index_modalities(options.modalities)),
+        "modalities": list(requested_modalities(options.modalities)),
         "data_fingerprint": stable_hash({"catalog_sha256": sha, "events": listing}),
     }
     out = index.copy()
