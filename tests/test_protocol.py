@@ -97,8 +97,16 @@ def _official_windows(catalog_csv: Path) -> set[tuple[str, int, str]]:
 def test_sevir_preset_through_snakemake_gives_the_official_windows(tmp_path: Path) -> None:
     work = _work(tmp_path)
     catalog = protocol_catalog().write(work / "data" / "sevir" / "CATALOG.csv")
+    # The raw archive stands in place as a local one (`source: synthetic` with its catalog
+    # and manifest already there), so no download runs: the SEVIR preset's own
+    # select_events and split_events rules run on the hand-built catalog.
+    (work / "data" / "sevir" / "synthetic_manifest.json").write_text("{}")
+    local = tmp_path / "local.yaml"
+    local.write_text(json.dumps({"source": "synthetic"}))
     target = "data/sevir-protocol/interim/windows.csv"
-    snakemake(work, target, "--cores", "1", "--configfile", str(SEVIR))
+    proc = snakemake(work, target, "--cores", "1", "--configfile", str(SEVIR), str(local))
+    ran = planned_jobs(proc.stdout + proc.stderr)
+    assert set(ran) == {"select_events", "split_events"}, ran
 
     interim = work / "data" / "sevir-protocol" / "interim"
     windows = pd.read_csv(work / target, dtype={"event_id": str})

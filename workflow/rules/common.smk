@@ -224,7 +224,10 @@ def split_inputs(wildcards):
     sp = config["split"]
     files = {"events": f"{INTERIM}/events.csv"}
     if sp["strategy"] == "seed_catalog":
-        files["catalog"] = f"{RAW}/CATALOG.csv"
+        # the WHOLE catalog (with s3.events_only, RAW/CATALOG.csv lists only the subset)
+        files["catalog"] = (
+            SOURCE_CATALOG if config["source"] == "s3" else f"{RAW}/CATALOG.csv"
+        )
     elif sp["strategy"] == "window_list":
         for split, path in sp["window_lists"].items():
             if path:
