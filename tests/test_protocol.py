@@ -52,6 +52,11 @@ def test_the_two_protocol_presets_differ_only_in_the_split() -> None:
     assert (sevir["split"]["train_end"], sevir["split"]["val_end"]) == ("2019-01-01", "2019-06-01")
     assert (paper["split"]["train_end"], paper["split"]["val_end"]) == ("2019-06-01", "2019-06-01")
     assert paper["paths"] != sevir["paths"]
+    cuts = ("train_end", "val_end", "val_fraction", "seed")
+    assert {k: v for k, v in sevir["split"].items() if k not in cuts} == {
+        k: v for k, v in paper["split"].items() if k not in cuts
+    }
+    assert sevir["split"]["window_sampling"] == "fixed"
 
 
 def _work(tmp_path: Path) -> Path:
