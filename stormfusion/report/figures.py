@@ -236,9 +236,10 @@ def storm_graph(
     edges = np.asarray(graph["edge_index"], dtype=int).reshape(2, -1)
     attention = np.asarray(graph["attention"], dtype=float).ravel()
     intensity = np.asarray(graph["intensity"], dtype=float).ravel()
-    fig = Figure(figsize=(6.5, 5.6), layout="constrained")
+    fig = Figure(figsize=(8.0, 5.6), layout="constrained")
     ax = fig.subplots()
-    ax.imshow(background, cmap=cmap, norm=norm, origin="lower", interpolation="nearest")
+    image = ax.imshow(background, cmap=cmap, norm=norm, origin="lower", interpolation="nearest")
+    vil_colorbar(fig, image, ax=ax)
     if edges.shape[1]:
         segments = np.stack([pos[edges[0]], pos[edges[1]]], axis=1)
         span = float(np.ptp(attention)) if attention.size else 0.0

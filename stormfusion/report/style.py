@@ -56,11 +56,18 @@ def vil_colormap() -> tuple[Colormap, BoundaryNorm]:
     return cmap, norm
 
 
-def vil_colorbar(fig: Figure, image: Any, cax: Axes) -> None:
-    """A VIL colour bar with digital levels on the right and kg/m^2 on the left."""
+def vil_colorbar(fig: Figure, image: Any, cax: Axes | None = None, ax: Axes | None = None) -> None:
+    """A VIL colour bar (in ``cax``, or beside ``ax``) with digital levels on the right and
+    kg/m^2 on the left."""
     # proportional spacing keeps the bar linear in digital VIL, so both axes agree
     bar = fig.colorbar(
-        image, cax=cax, label="VIL (digital, 0..255)", extend="min", spacing="proportional"
+        image,
+        cax=cax,
+        ax=ax,
+        label="VIL (digital, 0..255)",
+        extend="min",
+        spacing="proportional",
+        shrink=1.0 if cax is not None else 0.7,
     )
     bar.set_ticks(list(VIL_LEVELS))
     second = bar.ax.secondary_yaxis("left")
