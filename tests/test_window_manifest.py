@@ -8,12 +8,14 @@ import json
 import re
 from pathlib import Path
 
+import h5py
 import pandas as pd
 import pytest
 from catalog_support import protocol_catalog
 
 from stormfusion.cli import main
 from stormfusion.data.selection import SelectionOptions, run_selection
+from stormfusion.data.subset import SUBSET_ATTR
 from stormfusion.data.window_manifest import read_window_manifest
 from stormfusion.errors import StormFusionError
 
@@ -228,3 +230,49 @@ def test_a_manifest_is_reused_and_its_digest_checked(
     err = capsys.readouterr().err
     assert "windows_manifest.json: digest" in err and "does not match" in err
     assert list(out.iterdir()) == []
+
+
+def test_events_only_subset_files_are_named_by_the_buckets_positions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An events-only download renumbers the events of a subset file in its catalog; the
+    manifest and window lists still use the positions in the bucket's file, which the
+    subset file records."""
+    raw = tmp_path / "raw"
+    builder = protocol_catalog()
+    subset = "vil/2019/SEVIR_VIL_STORMEVENTS_2019_0101_0630.h5"
+    rows = [r for r in builder.rows if r["file_name"] == subset]
+    source = {r["id"]: 1000 + 7 * r["file_index"] for r in rows}  # positions in the bucket
+    for position, row in enumerate(rows):
+        row["file_index"] = position  # the subset catalog's numbering
+    catalog = builder.write(raw / "CATALOG.csv")
+    path = raw / "data" / subset
+    path.parent.mkdir(parents=True)
+    record = {"events": [{"id": e, "source_index": i} for e, i in source.items()]}
+    with h5py.File(path, "w") as f:
+        f.attrs[SUBSET_ATTR] = json.dumps(record)
+    out = tmp_path / "interim"
+    options = SelectionOptions(kind="all", modalities=("vil",))
+    run_selection(catalog, options, out / "events.csv", out / "events.json", data_root=raw)
+
+    first = _date_split(out / "events.csv", tmp_path / "a")
+    manifest = pd.read_csv(first / "windows_manifest.csv", dtype={"event_id": str})
+    in_subset = manifest[manifest["file_name"] == subset]
+    assert len(in_subset) > 0
+    assert in_subset["file_index"].tolist() == [source[e] for e in in_subset["event_id"]]
+    others = manifest[manifest["file_name"] != subset]
+    events = pd.read_csv(out / "events.csv", dtype={"id": str}).set_index("id")
+    assert others["file_index"].tolist() == events.loc[others["event_id"], "vil_index"].tolist()
+
+    # a published list names the bucket's positions, and matches
+    options_ = _write_lists(tmp_path / "lists", _peer_lines(manifest))
+    assert _split(out / "events.csv", tmp_path / "b", "--strategy", "window_list", *options_) == 0
+    assert (tmp_path / "b" / "windows.csv").read_bytes() == (first / "windows.csv").read_bytes()
+
+    # a subset file that does not record one of its events is an error
+    record["events"] = record["events"][1:]
+    with h5py.File(path, "w") as f:
+        f.attrs[SUBSET_ATTR] = json.dumps(record)
+    capsys.readouterr()
+    assert _split(out / "events.csv", tmp_path / "c", "--strategy", "date") == 2
+    assert "the subset file does not record event" in capsys.readouterr().err

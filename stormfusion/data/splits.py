@@ -34,6 +34,7 @@ study's 12 in, 6 out, stride 12.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -367,6 +368,18 @@ def make_windows(
     )
 
 
+def _data_root(events_csv: str | os.PathLike[str]) -> str | None:
+    """The raw data root ``events.json`` (beside the index) records, if any."""
+    meta_path = Path(events_csv).with_suffix(".json")
+    if not meta_path.is_file():
+        return None
+    try:
+        root = json.loads(meta_path.read_text(encoding="utf-8")).get("data_root")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+        raise StormFusionError(f"{meta_path}: not a readable events.json: {exc}") from None
+    return str(root) if root else None
+
+
 def run_split(
     events_csv: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -388,10 +401,11 @@ def run_split(
         manifest_meta,
         manifest_paths,
         manifest_table,
+        with_source_indices,
         write_split_outputs,
     )
 
-    events = read_event_index(events_csv)
+    events = with_source_indices(read_event_index(events_csv), _data_root(events_csv))
     windows = cut_windows(events, strategy, opts, spec)
     table = manifest_table(events, windows, spec)
     csv_path = manifest_paths(manifest_json)[0]

@@ -3,7 +3,8 @@
 ``windows_manifest.csv`` names every window of ``windows.csv``, in the same order, by where
 its data lives in the raw archive, one row per window with the columns
 :data:`MANIFEST_COLUMNS`: ``img_type`` (always ``vil``), ``file_name`` (the catalog's VIL
-``file_name``, relative to ``data/``), ``file_index`` (the event's position in that file),
+``file_name``, relative to ``data/``), ``file_index`` (the event's position in the bucket's
+file; see :func:`with_source_indices` for events-only subset files),
 ``window`` (``k``: inputs start at frame ``k * stride``), ``window_start`` (that frame),
 ``split`` and ``event_id``. It is written as UTF-8 with ``\\n`` line ends.
 
@@ -80,14 +81,57 @@ def manifest_paths(manifest_json: str | os.PathLike[str]) -> tuple[Path, Path]:
     return json_path.with_suffix(".csv"), json_path
 
 
+def with_source_indices(
+    events: pd.DataFrame, data_root: str | os.PathLike[str] | None
+) -> pd.DataFrame:
+    """The index with ``vil_source_index``: each event's position in the BUCKET's VIL file.
+
+    For whole files that is ``vil_index``. An events-only download (``s3.events_only``)
+    writes subset files whose catalog renumbers the events; their positions in the bucket's
+    files are recorded in the subset files (:func:`stormfusion.data.subset.read_subset_record`)
+    and used here, so manifests and window lists always name the bucket's files.
+
+    Raises:
+        StormFusionError: a subset file that does not record one of its events.
+    """
+    from stormfusion.data.event_index import raw_file
+    from stormfusion.data.subset import read_subset_record
+
+    out = events.copy()
+    files_col, index_col = f"{KEY_MODALITY}_file", f"{KEY_MODALITY}_index"
+    if files_col not in out.columns:
+        return out
+    files = out[files_col].fillna("").astype(str).to_numpy()
+    source = out[index_col].astype("int64").to_numpy().copy()
+    out[f"{KEY_MODALITY}_source_index"] = source
+    if data_root is None:
+        return out
+    for file in sorted(set(files) - {""}):
+        path = raw_file(data_root, file)
+        record = read_subset_record(path) if path.is_file() else None
+        if record is None:
+            continue  # a whole file: its positions are the bucket's
+        recorded = {str(e["id"]): int(e["source_index"]) for e in record.get("events", [])}
+        for row in np.flatnonzero(files == file):
+            event = str(out["id"].iloc[row])
+            if event not in recorded:
+                raise StormFusionError(f"{path}: the subset file does not record event {event}")
+            source[row] = recorded[event]
+    out[f"{KEY_MODALITY}_source_index"] = source
+    return out
+
+
 def _key_lookup(events: pd.DataFrame, img_type: str = KEY_MODALITY) -> dict[tuple[str, int], str]:
-    """``(file_name, file_index) -> event id`` of the index's ``img_type`` rows."""
+    """``(file_name, file_index) -> event id`` of the index's ``img_type`` rows, positions
+    in the bucket's files (``<img_type>_source_index`` where present)."""
     cols = [f"{img_type}_file", f"{img_type}_index"]
     if any(c not in events.columns for c in cols):
         raise StormFusionError(
             f"the event index has no {img_type} columns: windows are named by their "
             f"{img_type} file, so the selection must include {img_type}"
         )
+    if f"{img_type}_source_index" in events.columns:
+        cols[1] = f"{img_type}_source_index"
     files = events[cols[0]].fillna("").astype(str)
     return {
         (f, int(i)): str(e)
