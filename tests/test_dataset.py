@@ -444,3 +444,26 @@ def test_stores_that_may_skip_empty_chunks_are_logged(
     fresh = SevirWindowDataset(zarr_dir, windows, None, modalities=())
     assert fresh.stores["vil"].store_format == 2
     torch.testing.assert_close(ds[0]["target"], fresh[0]["target"])
+
+
+def test_loader_option_names_and_defaults_agree_with_the_settings_and_schema() -> None:
+    """One set of names (the registries) and one default, wherever they are spelled."""
+    import yaml
+
+    from stormfusion.data.dataset import (
+        DEFAULT_LIGHTNING_FRAMES,
+        DEFAULT_WINDOW_SAMPLING,
+        LIGHTNING_FRAMES,
+        WINDOW_SAMPLING,
+    )
+    from stormfusion.training.config import TrainingConfig
+
+    schema_path = Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml"
+    schema = yaml.safe_load(schema_path.read_text())["properties"]
+    lightning = schema["data"]["properties"]["lightning_frames"]
+    sampling = schema["split"]["properties"]["window_sampling"]
+    assert sorted(lightning["enum"]) == LIGHTNING_FRAMES.names()
+    assert sorted(sampling["enum"]) == WINDOW_SAMPLING.names()
+    defaults = {lightning["default"], TrainingConfig().lightning_frames}
+    assert defaults == {DEFAULT_LIGHTNING_FRAMES}
+    assert {sampling["default"], TrainingConfig().window_sampling} == {DEFAULT_WINDOW_SAMPLING}
