@@ -28,7 +28,23 @@ from stormfusion.verification.scores import csi_m_pooled
 pytestmark = pytest.mark.slow  # about a minute on 2 cores (three short trainings)
 
 SIZE = 32
+#: the seed's SGT (``sgt``) at its smallest useful size (8 x 8 feature grid, 4 x 4 tokens)
 SGT_ARGS = {
+    "hidden_dim": 16,
+    "encoder_width": 8,
+    "gnn_layers": 1,
+    "gnn_heads": 2,
+    "transformer_layers": 1,
+    "transformer_heads": 2,
+    "patch_size": 2,
+    "knn": 4,
+    "max_cells": 8,
+    "peak_window": 4,
+    "splat_sigma": 1.0,
+    "edge_hidden": 16,
+}
+#: our SGT (``sgt_advect``)
+SGT_ADVECT_ARGS = {
     "hidden_dim": 16,
     "encoder_channels": 8,
     "gnn_layers": 1,
@@ -48,6 +64,7 @@ LEARNED = {
     # persistence (lower MSE, lower CSI). The demo (64 x 64) keeps patch 4 (a 16 x 16 state).
     "convlstm": ("convlstm", {"hidden_channels": [16], "patch_size": 2}, 4, 2e-3),
     "sgt": ("sgt", SGT_ARGS, 4, 2e-3),
+    "sgt_advect": ("sgt_advect", SGT_ADVECT_ARGS, 4, 2e-3),
 }
 
 

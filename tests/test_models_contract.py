@@ -16,7 +16,18 @@ SMALL: dict[str, dict[str, object]] = {
     "optical_flow": {},
     "unet2d": {"widths": [4, 8, 16]},
     "convlstm": {"hidden_channels": [8, 8]},
+    "unet2d_stage4": {"widths": [4, 8, 16]},
     "sgt": {
+        "hidden_dim": 16,
+        "encoder_width": 8,
+        "gnn_layers": 2,
+        "gnn_heads": 2,
+        "transformer_layers": 1,
+        "transformer_heads": 2,
+        "patch_size": 2,
+        "edge_hidden": 8,
+    },
+    "sgt_advect": {
         "hidden_dim": 16,
         "encoder_channels": 8,
         "gnn_layers": 2,
@@ -26,6 +37,9 @@ SMALL: dict[str, dict[str, object]] = {
         "min_separation": 3,
     },
 }
+#: Models that predict a residual over persistence (the seed's predict absolute VIL).
+RESIDUAL = ["unet2d", "convlstm", "sgt_advect"]
+LEARNED = {*RESIDUAL, "sgt", "unet2d_stage4"}
 
 
 def make_batch(b: int = 2, t_in: int = 4, size: int = 32, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -44,8 +58,16 @@ def make_batch(b: int = 2, t_in: int = 4, size: int = 32, seed: int = 0) -> dict
     }
 
 
-def test_registry_lists_the_five_models() -> None:
-    assert list_models() == ["convlstm", "optical_flow", "persistence", "sgt", "unet2d"]
+def test_registry_lists_the_models() -> None:
+    assert list_models() == [
+        "convlstm",
+        "optical_flow",
+        "persistence",
+        "sgt",
+        "sgt_advect",
+        "unet2d",
+        "unet2d_stage4",
+    ]
     assert all(issubclass(MODELS.get(name), ForecastModel) for name in list_models())
 
 
@@ -68,10 +90,10 @@ def test_every_model_returns_contract_shape_and_range(name: str) -> None:
     assert out.dtype == torch.float32
     assert torch.isfinite(out).all()
     assert float(out.min()) >= 0.0 and float(out.max()) <= 255.0
-    assert model.trainable == (name in {"unet2d", "convlstm", "sgt"})
+    assert model.trainable == (name in LEARNED)
 
 
-@pytest.mark.parametrize("name", ["unet2d", "convlstm", "sgt"])
+@pytest.mark.parametrize("name", RESIDUAL)
 def test_learned_models_start_close_to_persistence(name: str) -> None:
     """Residual parametrisation: at initialisation the forecast is about the last frame."""
     torch.manual_seed(0)
@@ -103,7 +125,7 @@ def test_wrong_shapes_and_missing_modalities_are_clear_errors() -> None:
         model({"vil": inputs["vil"][..., :30]}, torch.ones(2, 4))
     with pytest.raises(StormFusionError, match="mask has shape"):
         model(inputs, torch.ones(2, 3))
-    sgt = get_model("sgt", input_frames=4, output_frames=2, **SMALL["sgt"])
+    sgt = get_model("sgt_advect", input_frames=4, output_frames=2, **SMALL["sgt_advect"])
     with pytest.raises(StormFusionError, match=r"needs input modalities \['lght'\]"):
         sgt({k: v for k, v in inputs.items() if k != "lght"}, torch.ones(2, 4))
     with pytest.raises(StormFusionError, match="divisible by 16"):

@@ -1,4 +1,5 @@
-"""Known answers of the Storm-Graph Transformer's parts and of the whole model."""
+"""Known answers of the shared SGT parts and of our ``sgt_advect`` (the seed's ``sgt``:
+tests/test_models_sgt_seed.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import pytest
 import torch
 
 from stormfusion.models import get_model
-from stormfusion.models.sgt.decoder import DecoderOutput, PhysicsDecoder
+from stormfusion.models.sgt.advect.decoder import DecoderOutput, PhysicsDecoder
+from stormfusion.models.sgt.advect.model import AdvectStormGraphTransformer
 from stormfusion.models.sgt.detector import StormCellDetector
-from stormfusion.models.sgt.gnn import StormGNN, knn_graph
-from stormfusion.models.sgt.graph_to_grid import GraphToGrid
-from stormfusion.models.sgt.model import StormGraphTransformer
+from stormfusion.models.sgt.graph import StormGNN, knn_graph
+from stormfusion.models.sgt.splat import GraphToGrid
 from stormfusion.models.sgt.transformer import SpatioTemporalTransformer, sincos_2d
 
 SMALL = {
@@ -52,7 +53,7 @@ def test_detector_finds_planted_peaks_strongest_first() -> None:
         vil[0, row, col] = value
     vil[0, 31, 10] = 200.0  # a shoulder of the first peak: not a cell
     vil[0, 2, 2] = 60.0  # below the threshold
-    cells = StormCellDetector(threshold=74, min_separation=4, max_cells=10)(vil)
+    cells = StormCellDetector(threshold=74, window=9, max_cells=10)(vil)
     assert int(cells.counts[0]) == 3
     assert cells.rows[0, :3].tolist() == [30, 18, 5]
     assert cells.cols[0, :3].tolist() == [10, 22, 40]
@@ -70,7 +71,7 @@ def test_detector_respects_cap_separation_and_plateaus() -> None:
     vil[1, 10:20, 10:20] = 200.0  # one flat-topped cell
     vil[1, 40, 40] = 150.0
     vil[1, 40, 42] = 140.0  # closer than min_separation to the 150 peak
-    cells = StormCellDetector(threshold=74, min_separation=4, max_cells=8)(vil)
+    cells = StormCellDetector(threshold=74, window=9, max_cells=8)(vil)
     assert cells.counts.tolist() == [8, 2]
     torch.testing.assert_close(cells.intensity[0], values.flip(0)[:8])  # the 8 strongest
     assert sorted(cells.intensity[1, :2].tolist()) == [150.0, 200.0]
@@ -209,7 +210,7 @@ def test_decoder_advects_with_its_velocity() -> None:
 
 def test_backward_reaches_every_parameter() -> None:
     torch.manual_seed(0)
-    model = get_model("sgt", input_frames=4, output_frames=2, **SMALL)
+    model = get_model("sgt_advect", input_frames=4, output_frames=2, **SMALL)
     inputs, mask = storm_batch()
     mask[1, 2] = 0.0  # a missing modality: its learned embedding is used
     inputs["ir107"][1] = 0.0
@@ -225,9 +226,9 @@ def test_backward_reaches_every_parameter() -> None:
     assert set(terms) == {"loss", "mse", "extreme", "physics_advection", "physics_smoothness"}
 
 
-def test_seed_defaults_and_parameter_count() -> None:
-    model = get_model("sgt")
-    assert isinstance(model, StormGraphTransformer)
+def test_advect_defaults_and_parameter_count() -> None:
+    model = get_model("sgt_advect")
+    assert isinstance(model, AdvectStormGraphTransformer)
     assert model.modalities == ("vil", "ir069", "ir107", "lght")
     assert (model.input_frames, model.output_frames, model.hidden_dim) == (12, 6, 128)
     assert model.graph is not None and len(model.graph.gnn.convs) == 3
@@ -243,7 +244,7 @@ def test_loss_terms_follow_the_formula_and_the_switches() -> None:
     inputs, mask = storm_batch()
     target = torch.zeros(2, 2, 32, 32)
     target[:, :, :8] = 200.0
-    full = get_model("sgt", input_frames=4, output_frames=2, **SMALL)
+    full = get_model("sgt_advect", input_frames=4, output_frames=2, **SMALL)
     loss, t = full.training_loss(inputs, mask, target)
     expected = (
         t["mse"] + 0.1 * (t["physics_advection"] + t["physics_smoothness"]) + 2.0 * t["extreme"]
@@ -253,18 +254,22 @@ def test_loss_terms_follow_the_formula_and_the_switches() -> None:
     pred = full(inputs, mask).detach() / 255.0
     manual = (((pred - target / 255.0) ** 2) * (target >= 181)).mean()
     assert t["extreme"] == pytest.approx(float(manual), rel=1e-4)
-    no_extreme = get_model("sgt", input_frames=4, output_frames=2, use_extreme=False, **SMALL)
+    no_extreme = get_model(
+        "sgt_advect", input_frames=4, output_frames=2, use_extreme=False, **SMALL
+    )
     no_extreme.load_state_dict(full.state_dict())
     loss2, _ = no_extreme.training_loss(inputs, mask, target)
     assert float(loss2.detach()) == pytest.approx(t["loss"] - 2.0 * t["extreme"], rel=1e-5)
-    no_physics = get_model("sgt", input_frames=4, output_frames=2, use_physics=False, **SMALL)
+    no_physics = get_model(
+        "sgt_advect", input_frames=4, output_frames=2, use_physics=False, **SMALL
+    )
     _, t3 = no_physics.training_loss(inputs, mask, target)
     assert t3["physics_advection"] == 0.0 and no_physics.decoder.velocity is None
 
 
 @pytest.mark.parametrize("switch", ["use_gnn", "use_transformer", "use_physics", "use_extreme"])
 def test_ablations_forecast(switch: str) -> None:
-    model = get_model("sgt", input_frames=4, output_frames=2, **{switch: False}, **SMALL)
+    model = get_model("sgt_advect", input_frames=4, output_frames=2, **{switch: False}, **SMALL)
     inputs, mask = storm_batch()
     out = model.forecast(inputs, mask)
     assert out.shape == (2, 2, 32, 32)
@@ -276,7 +281,7 @@ def test_ablations_forecast(switch: str) -> None:
 
 def test_empty_graph_sample_and_explain() -> None:
     torch.manual_seed(0)
-    model = get_model("sgt", input_frames=4, output_frames=2, **SMALL).eval()
+    model = get_model("sgt_advect", input_frames=4, output_frames=2, **SMALL).eval()
     inputs, mask = storm_batch()
     clear = {k: v[1:] for k, v in inputs.items()}
     assert model.forecast(clear, mask[1:]).shape == (1, 2, 32, 32)  # a batch with no cell
@@ -294,14 +299,14 @@ def test_empty_graph_sample_and_explain() -> None:
     assert ((storm["attention"] > 0) & (storm["attention"] < 1)).all()
     assert sky["positions"].shape == (0, 2) and sky["edge_index"].shape == (2, 0)
     assert sky["attention"].shape == (0,) and sky["intensity"].shape == (0,)
-    no_gnn = get_model("sgt", input_frames=4, output_frames=2, use_gnn=False, **SMALL)
+    no_gnn = get_model("sgt_advect", input_frames=4, output_frames=2, use_gnn=False, **SMALL)
     assert no_gnn.explain(inputs, mask)[0]["edge_index"].shape == (2, 0)
 
 
 def test_missing_modality_uses_the_learned_embedding() -> None:
     """A masked modality's values do not reach the forecast."""
     torch.manual_seed(0)
-    model = get_model("sgt", input_frames=4, output_frames=2, **SMALL).eval()
+    model = get_model("sgt_advect", input_frames=4, output_frames=2, **SMALL).eval()
     inputs, mask = storm_batch()
     mask[:, 3] = 0.0
     changed = dict(inputs, lght=inputs["lght"] * 10 + 3)
@@ -309,7 +314,7 @@ def test_missing_modality_uses_the_learned_embedding() -> None:
 
 
 def test_explain_leaves_training_state_alone() -> None:
-    model = get_model("sgt", input_frames=4, output_frames=2, **SMALL).train()
+    model = get_model("sgt_advect", input_frames=4, output_frames=2, **SMALL).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     model.explain(*storm_batch())
     assert model.training

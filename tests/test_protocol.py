@@ -17,7 +17,7 @@ from workflow_support import REPO, load_yaml, merge, planned_jobs, snakemake, st
 
 SEVIR = REPO / "config" / "protocols" / "sevir.yaml"
 SEVIR_PAPER = REPO / "config" / "protocols" / "sevir-paper.yaml"
-PROTOCOL_RUNS = {"persistence", "optical_flow", "unet2d", "convlstm", "sgt"}
+PROTOCOL_RUNS = {"persistence", "optical_flow", "unet2d", "convlstm", "sgt", "sgt_advect"}
 
 
 def _resolved(overlay: Path) -> dict:
@@ -73,8 +73,8 @@ def test_protocol_dry_run_lists_a_vil_only_dag(tmp_path: Path) -> None:
     ).stdout
     counts = planned_jobs(out)
     assert counts["convert_to_zarr"] == 1
-    assert counts["train_model"] == 3  # unet2d, convlstm, sgt
-    assert counts["predict_model"] == counts["score_model"] == 5
+    assert counts["train_model"] == 4  # unet2d, convlstm, sgt, sgt_advect
+    assert counts["predict_model"] == counts["score_model"] == 6
     assert "--modality vil" in out
     for other in ("ir069", "ir107", "lght", "vis"):
         assert other not in out, f"{other} appears in the VIL-only DAG"

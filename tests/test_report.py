@@ -39,13 +39,15 @@ SGT_ARGS = {
     "output_frames": T_OUT,
     "modalities": ["vil"],
     "hidden_dim": 16,
-    "encoder_channels": 8,
+    "encoder_width": 8,
     "gnn_layers": 1,
+    "gnn_heads": 2,
     "transformer_layers": 1,
-    "heads": 2,
+    "transformer_heads": 2,
+    "patch_size": 2,
     "knn": 3,
     "max_cells": 8,
-    "min_separation": 4,
+    "edge_hidden": 8,
 }
 
 
@@ -220,7 +222,8 @@ def test_figures_with_provenance(report: tuple[Case, Path, int]) -> None:
     _, results, _ = report
     figs = results / "figures"
     names = {p.name for p in figs.iterdir()}
-    for stem in ("csi_lead", "performance_diagram", "training_curves", "storm_graph"):
+    stems = ("csi_lead", "performance_diagram", "training_curves", "storm_graph")
+    for stem in (*stems, "transformer_attention"):
         assert {f"{stem}.png", f"{stem}.pdf"} <= names
     panels = [n for n in names if n.startswith("panels_") and n.endswith(".png")]
     assert len(panels) == 2

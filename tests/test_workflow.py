@@ -48,9 +48,9 @@ def test_study_dry_run_lists_every_job_of_the_study(tmp_path: Path) -> None:
         "download_sevir": 1,
         "convert_to_zarr": 4,
         "split_events": 1,
-        "train_model": 7,
-        "predict_model": 9,
-        "score_model": 9,
+        "train_model": 8,
+        "predict_model": 10,
+        "score_model": 10,
         "make_report": 1,
     }
     assert set(counts) - {"all"} == set(STUDY_RULES)
@@ -68,6 +68,13 @@ def test_study_dry_run_lists_every_job_of_the_study(tmp_path: Path) -> None:
     assert "--input-frames 12 --output-frames 6" in out
     assert "--split val" in out
     assert "--zarr-dir data/interim/zarr" in out and "--out-dir results/models/sgt " in out
+    # the seed's models: its SGT with its dropout and heads, ours beside it, its Stage-4 UNet;
+    # the ablations inherit the base run's arguments
+    seed_args = '"dropout": 0.1, "gnn_heads": 4, "transformer_heads": 8'
+    assert f"--model sgt --model-args '{{{seed_args}}}'" in out
+    assert "--model-args '{" + seed_args + ', "use_gnn": false}' + "'" in out
+    assert "--model sgt_advect " in out
+    assert "--model unet2d_stage4 " in out and "--out-dir results/models/unet2d " in out
     # learned models train on a GPU, baselines forecast without one
     assert "gpu=1" in out
 
@@ -92,9 +99,29 @@ def test_protocol_overlay_merges_over_the_study_config(tmp_path: Path) -> None:
     assert "--start 2019-07-01" not in out
     # VIL only, storm and random events (tests/test_protocol.py checks the whole DAG)
     assert "--kind all" in out and "--modalities vil --out" in out
-    # the baselines and the learned models on VIL; the ablations are left out
-    assert planned_jobs(out)["train_model"] == 3
+    # the baselines and the learned models (both SGTs) on VIL; the ablations are left out
+    assert planned_jobs(out)["train_model"] == 4
+    assert "--model unet2d " in out and "unet2d_stage4" not in out  # ours, not the seed's
     assert "results/sevir-protocol/tables/main.csv" in out
+
+
+def test_stage4_preset_runs_the_seeds_stage4_baselines(tmp_path: Path) -> None:
+    work = _study_work(tmp_path)
+    out = snakemake(
+        work,
+        "--dry-run",
+        "--printshellcmds",
+        "--cores",
+        "8",
+        "--configfile",
+        str(REPO / "config" / "protocols" / "stage4.yaml"),
+    ).stdout
+    assert planned_runs(out, "predict_model") == {"persistence", "optical_flow", "unet2d"}
+    assert planned_runs(out, "train_model") == {"unet2d"}
+    assert "--model unet2d_stage4 " in out
+    assert "--input-frames 12 --output-frames 1" in out and "--max-events 541" in out
+    assert "--epochs 10" in out and "--weight-decay 0.0" in out and "--no-augment" in out
+    assert "results/stage4/tables/main.csv" in out
 
 
 def test_demo_dry_run_uses_the_synthetic_twin(tmp_path: Path) -> None:
@@ -112,6 +139,8 @@ def test_demo_dry_run_uses_the_synthetic_twin(tmp_path: Path) -> None:
     assert counts["predict_model"] == counts["score_model"] == len(study_config()["models"])
     assert "stormfusion synthesize" in out
     assert "gpu=1" not in out  # the demo runs on CPU
+    # an ablation states only its switch and inherits the rest of its base run's arguments
+    assert '"transformer_layers": 2, "use_gnn": false}' in out
     assert planned_runs(out, "train_model") == {
         run
         for run, spec in demo_config()["models"].items()

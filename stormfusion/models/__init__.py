@@ -21,7 +21,9 @@ _MODULES: tuple[str, ...] = (
     "stormfusion.models.optical_flow",
     "stormfusion.models.unet2d",
     "stormfusion.models.convlstm",
-    "stormfusion.models.sgt.model",
+    "stormfusion.models.sgt.seed.model",
+    "stormfusion.models.sgt.advect.model",
+    "stormfusion.models.unet2d_stage4",
 )
 
 

@@ -26,7 +26,7 @@ from stormfusion.data.splits import read_windows
 from stormfusion.errors import StormFusionError
 from stormfusion.io import atomic_path, remove_path, write_json_atomic
 from stormfusion.provenance import provenance
-from stormfusion.report import figures
+from stormfusion.report import attention, figures
 from stormfusion.report.inputs import (
     RunScores,
     RunSpec,
@@ -243,6 +243,11 @@ def _graph_figure(
         f"event {panel.event_id}, window start {panel.window_start}"
     )
     figures.storm_graph(background, graph, title, out_dir, prov)
+    explain_attention = getattr(model, "explain_attention", None)
+    if explain_attention is not None and getattr(model, "transformer", None) is not None:
+        maps = explain_attention(inputs, item["mask"][None])
+        title = title.replace("storm cells and GNN attention", "transformer attention")
+        attention.transformer_attention(background, maps[0].numpy(), graph, title, out_dir, prov)
     return ""
 
 

@@ -59,9 +59,26 @@ def run_model(run):
     return RUNS[run]["model"]
 
 
+def merged_args(run, seen=()):
+    """A run's constructor arguments: those of the run it ablates (`ablation_of`, itself
+    resolved the same way), updated by its own `args`."""
+    spec = config["models"][run]
+    args = {}
+    base = spec.get("ablation_of")
+    if base is not None:
+        if base not in config["models"] or base in seen:
+            raise ValueError(
+                f"config key models.{run}.ablation_of: {base!r} is not another run of "
+                f"`models` (or the ablations form a cycle)"
+            )
+        args.update(merged_args(base, (*seen, run)))
+    args.update(spec.get("args") or {})
+    return args
+
+
 def run_args(run):
-    """A run's constructor arguments, as a shell-quoted JSON string."""
-    return shlex.quote(json.dumps(RUNS[run].get("args", {}), sort_keys=True))
+    """A run's constructor arguments (see merged_args), as a shell-quoted JSON string."""
+    return shlex.quote(json.dumps(merged_args(run), sort_keys=True))
 
 
 def run_training(run):
@@ -391,7 +408,7 @@ def runs_json():
     runs = {
         name: {
             "model": spec["model"],
-            "args": spec.get("args", {}),
+            "args": merged_args(name),
             "ablation_of": spec.get("ablation_of"),
             "trainable": is_trainable(name),
         }

@@ -1,4 +1,4 @@
-"""StormGraphTransformer: the integration of the SGT's parts, its loss and ``explain``.
+"""``sgt_advect``: our Storm-Graph Transformer, a residual over persistence by learned advection.
 
 Data flow for a batch (H = W, a multiple of 16; h = H / 4):
 
@@ -21,18 +21,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from stormfusion.data.sevir import STUDY_MODALITIES
 from stormfusion.errors import StormFusionError
 from stormfusion.models import MODELS
-from stormfusion.models.base import VIL_SCALE, ForecastModel, last_vil
-from stormfusion.models.sgt.decoder import DecoderOutput, PhysicsDecoder
-from stormfusion.models.sgt.detector import StormCellDetector, StormCells, gather_node_features
-from stormfusion.models.sgt.encoder import MultiModalEncoder
-from stormfusion.models.sgt.gnn import CellGraph, StormGNN, knn_graph
-from stormfusion.models.sgt.graph_to_grid import GraphToGrid
+from stormfusion.models.base import VIL_SCALE, last_vil
+from stormfusion.models.sgt.advect.decoder import DecoderOutput, PhysicsDecoder
+from stormfusion.models.sgt.advect.encoder import MultiModalEncoder
+from stormfusion.models.sgt.branch import BranchOptions, StormGraphBranch, StormGraphModel
+from stormfusion.models.sgt.detector import StormCellDetector, StormCells
+from stormfusion.models.sgt.graph import CellGraph, StormGNN
+from stormfusion.models.sgt.splat import GraphToGrid
 from stormfusion.models.sgt.transformer import SpatioTemporalTransformer
 
 
@@ -47,50 +47,10 @@ class SGTOutput:
     graph: CellGraph | None
 
 
-class StormGraphBranch(nn.Module):
-    """Steps 2-4: cells of the latest VIL frame, their GNN, and the splat back to the grid.
-
-    Shapes: ``grid`` (B, C, h, w) features, ``vil_last`` (B, 1, H, W) VIL 0..255 ->
-    (B, C, h, w) features with the graph's contribution added, the cells and the graph.
-    """
-
-    def __init__(
-        self,
-        hidden_dim: int,
-        detector: StormCellDetector,
-        knn: int,
-        layers: int,
-        heads: int,
-        splat_sigma: float,
-        dropout: float,
-    ) -> None:
-        super().__init__()
-        self.detector = detector
-        self.knn = knn
-        self.node_in = nn.Linear(hidden_dim + 1, hidden_dim)
-        self.gnn = StormGNN(hidden_dim, layers, heads, dropout)
-        self.splat = GraphToGrid(splat_sigma)
-        self.splat_out = nn.Conv2d(hidden_dim + 1, hidden_dim, 1)
-
-    def forward(self, grid: Tensor, vil_last: Tensor) -> tuple[Tensor, StormCells, CellGraph]:
-        b, c, fh, fw = grid.shape
-        h, w = vil_last.shape[-2:]
-        cells = self.detector(vil_last[:, 0])
-        slots = cells.valid.shape[1]
-        node_grid = gather_node_features(grid, cells, h, w)  # (B, K, C)
-        node_input = torch.cat([node_grid, (cells.intensity / VIL_SCALE)[..., None]], dim=-1)
-        graph = knn_graph(cells.positions, cells.valid, self.knn)
-        x = self.node_in(node_input.reshape(b * slots, c + 1)[graph.node_slot])
-        x = self.gnn(x, graph)
-        padded = x.new_zeros(b * slots, c).index_copy(0, graph.node_slot, x).reshape(b, slots, c)
-        splat, density = self.splat(padded, cells.positions, cells.valid, fh, fw)
-        grid = grid + self.splat_out(torch.cat([splat, density], dim=1))
-        return grid, cells, graph
-
-
-@MODELS.register("sgt")
-class StormGraphTransformer(ForecastModel):
-    """The Storm-Graph Transformer.
+@MODELS.register("sgt_advect")
+class AdvectStormGraphTransformer(StormGraphModel):
+    """Our Storm-Graph Transformer (the advection decoder; docs/models.md compares it with
+    the seed's ``sgt``).
 
     Args:
         input_frames, output_frames: T_in and T_out (seed: 12 and 6).
@@ -139,9 +99,7 @@ class StormGraphTransformer(ForecastModel):
     ) -> None:
         super().__init__(modalities, input_frames, output_frames)
         if "vil" not in self.modalities:
-            raise StormFusionError("sgt needs 'vil' in its modalities")
-        if knn < 1:
-            raise StormFusionError(f"sgt knn={knn} must be >= 1")
+            raise StormFusionError("sgt_advect needs 'vil' in its modalities")
         self.hidden_dim = hidden_dim
         self.patch_size = patch_size
         self.lambda_physics = float(lambda_physics)
@@ -155,11 +113,14 @@ class StormGraphTransformer(ForecastModel):
         self.encoder = MultiModalEncoder(
             self.modalities, input_frames, encoder_channels, hidden_dim
         )
-        self.detector = StormCellDetector(cell_threshold, min_separation, max_cells)
+        if min_separation < 1:
+            raise StormFusionError(f"sgt_advect min_separation={min_separation} must be >= 1")
+        self.detector = StormCellDetector(cell_threshold, 2 * min_separation + 1, max_cells)
         self.graph: StormGraphBranch | None = None
         if use_gnn:
+            gnn = StormGNN(hidden_dim, gnn_layers, heads, dropout)
             self.graph = StormGraphBranch(
-                hidden_dim, self.detector, knn, gnn_layers, heads, splat_sigma, dropout
+                hidden_dim, self.detector, gnn, GraphToGrid(splat_sigma), BranchOptions(knn=knn)
             )
         self.transformer: SpatioTemporalTransformer | None = None
         if use_transformer:
@@ -175,14 +136,14 @@ class StormGraphTransformer(ForecastModel):
         inputs = self.prepare_inputs(inputs, mask)  # VIL grid, normalised
         _, h, w = self.check_inputs(inputs, mask)
         if h % 16 or w % 16:
-            raise StormFusionError(f"sgt needs H and W divisible by 16; got {h} x {w}")
+            raise StormFusionError(f"sgt_advect needs H and W divisible by 16; got {h} x {w}")
         if (h // 4) % self.patch_size or (w // 4) % self.patch_size:
             raise StormFusionError(
-                f"sgt: the {h // 4} x {w // 4} feature grid is not a multiple of "
+                f"sgt_advect: the {h // 4} x {w // 4} feature grid is not a multiple of "
                 f"patch_size={self.patch_size}"
             )
         vil_last = last_vil(inputs)  # (B, 1, H, W) 0..255
-        grid = self.encoder([inputs[m] for m in self.modalities], self.modality_mask(mask))
+        grid = self.encode(inputs, mask)
         cells: StormCells | None = None
         graph: CellGraph | None = None
         if self.graph is not None:
@@ -223,53 +184,8 @@ class StormGraphTransformer(ForecastModel):
         }
         return loss, terms
 
-    @torch.no_grad()
-    def explain(self, inputs: dict[str, Tensor], mask: Tensor) -> list[dict[str, Tensor]]:
-        """The storm-cell graph of each sample, for figures (CPU tensors).
-
-        One dict per sample: ``positions`` (N, 2) float (x, y) in [0, 1], y northwards;
-        ``edge_index`` (2, E) long (source, target), node numbers local to the sample, the
-        kNN edges without GATConv's self loops; ``attention`` (E,) float, last GAT layer,
-        mean over heads (each node's incoming attention, self loop included, sums to 1);
-        ``intensity`` (N,) float VIL of each cell's peak. Without the GNN (ablation) the cells
-        are still detected, with no edges.
-        """
-        inputs = self.prepare_inputs(inputs, mask)  # VIL grid, normalised
-        was_training = self.training
-        self.eval()  # batch norm must not update its running statistics here
-        try:
-            return self._explain(inputs, mask)
-        finally:
-            self.train(was_training)
-
-    def _explain(self, inputs: dict[str, Tensor], mask: Tensor) -> list[dict[str, Tensor]]:
-        vil_last = last_vil(inputs)
-        if self.graph is not None:
-            grid = self.encoder([inputs[m] for m in self.modalities], self.modality_mask(mask))
-            _, cells, graph = self.graph(grid, vil_last)
-            num_nodes = int(graph.node_slot.numel())
-            attention = self.graph.gnn.edge_attention(graph.edge_index, num_nodes)
-            edge_index, edge_batch = graph.edge_index, graph.batch[graph.edge_index[1]]
-        else:
-            cells = self.detector(vil_last[:, 0])
-            edge_index = torch.zeros(2, 0, dtype=torch.long, device=vil_last.device)
-            attention = vil_last.new_zeros(0)
-            edge_batch = torch.zeros(0, dtype=torch.long, device=vil_last.device)
-        counts = cells.counts
-        first_node = torch.cumsum(counts, 0) - counts
-        result = []
-        for b in range(vil_last.shape[0]):
-            n = int(counts[b])
-            selected = edge_batch == b
-            result.append(
-                {
-                    "positions": cells.positions[b, :n].cpu(),
-                    "edge_index": (edge_index[:, selected] - first_node[b]).cpu(),
-                    "attention": attention[selected].cpu(),
-                    "intensity": cells.intensity[b, :n].cpu(),
-                }
-            )
-        return result
+    def encode(self, inputs: dict[str, Tensor], mask: Tensor) -> Tensor:
+        return self.encoder([inputs[m] for m in self.modalities], self.modality_mask(mask))
 
 
-__all__ = ["SGTOutput", "StormGraphBranch", "StormGraphTransformer"]
+__all__ = ["AdvectStormGraphTransformer", "SGTOutput"]

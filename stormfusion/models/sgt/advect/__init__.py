@@ -1,0 +1,1 @@
+"""``sgt_advect``: our Storm-Graph Transformer (advection decoder)."""

@@ -1,0 +1,1 @@
+"""``sgt``: the seed study's Storm-Graph Transformer, part by part as its authors built it."""
