@@ -50,6 +50,24 @@ DEMO_ARGS: dict[str, tuple[str, dict[str, Any]]] = {  # as in config/demo.yaml
         "sgt",
         {
             "hidden_dim": 32,
+            "encoder_width": 16,
+            "gnn_layers": 2,
+            "gnn_heads": 2,
+            "transformer_layers": 2,
+            "transformer_heads": 4,
+            "patch_size": 2,
+            "knn": 4,
+            "max_cells": 16,
+            "peak_window": 4,
+            "splat_sigma": 1.0,
+            "edge_hidden": 32,
+            "dropout": 0.1,
+        },
+    ),
+    "sgt_advect": (
+        "sgt_advect",
+        {
+            "hidden_dim": 32,
             "encoder_channels": 16,
             "gnn_layers": 2,
             "transformer_layers": 2,
@@ -66,6 +84,7 @@ FULL_ARGS: dict[str, tuple[str, dict[str, Any]]] = {
     "unet2d": ("unet2d", {}),
     "convlstm": ("convlstm", {}),
     "sgt": ("sgt", {}),
+    "sgt_advect": ("sgt_advect", {}),
 }
 T_IN, T_OUT = 12, 6
 
