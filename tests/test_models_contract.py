@@ -157,7 +157,7 @@ def test_prepare_inputs_regrids_on_the_vil_grid_and_normalises() -> None:
     torch.testing.assert_close(smaller["ir069"], (batch["ir069"].float() + 3683.58) / 1174.68)
 
 
-@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize("name", sorted(set(SMALL) - {"unet2d_stage4"}))  # that one: VIL only
 def test_native_and_full_resolution_batches_agree(name: str) -> None:
     """A batch at native resolution and the same batch already on the VIL grid (stored
     units, regridded by hand) give the same forecast: models regrid on their own."""

@@ -10,7 +10,6 @@ import math
 import pytest
 import torch
 
-from stormfusion.data.normalization import normalize
 from stormfusion.models import get_model
 from stormfusion.models.sgt.detector import StormCellDetector
 from stormfusion.models.sgt.graph import StormGNN, knn_graph
@@ -46,11 +45,11 @@ def storm_batch(size: int = 32, t_in: int = 4) -> tuple[dict[str, torch.Tensor],
     vil = torch.rand(2, t_in, size, size, generator=g) * 20
     for row, col, value in ((5, 6, 200.0), (20, 25, 150.0), (26, 8, 240.0)):
         vil[0, :, row, col] = value
-    inputs = {
-        "vil": normalize("vil", vil),
-        "ir069": torch.randn(2, t_in, size, size, generator=g),
-        "ir107": torch.randn(2, t_in, size, size, generator=g),
-        "lght": torch.randn(2, t_in, size, size, generator=g),
+    inputs = {  # stored units at native resolution (IR half, lightning an eighth)
+        "vil": vil,
+        "ir069": -3000 + 1000 * torch.randn(2, t_in, size // 2, size // 2, generator=g),
+        "ir107": -1000 + 2000 * torch.randn(2, t_in, size // 2, size // 2, generator=g),
+        "lght": torch.poisson(torch.full((2, t_in, size // 8, size // 8), 0.5), generator=g),
     }
     return inputs, torch.ones(2, 4)
 
@@ -122,7 +121,7 @@ def test_both_sgts_forecast_at_384(name: str) -> None:
     g = torch.Generator().manual_seed(0)
     vil = torch.rand(1, 2, 384, 384, generator=g) * 30
     vil[0, :, 100:104, 200:204] = 220.0
-    out = model.eval().forecast({"vil": normalize("vil", vil)}, torch.ones(1, 4))
+    out = model.eval().forecast({"vil": vil}, torch.ones(1, 4))
     assert out.shape == (1, 2, 384, 384) and torch.isfinite(out).all()
     assert float(out.min()) >= 0.0 and float(out.max()) <= 255.0
 
