@@ -32,21 +32,12 @@ class SeedDecoder(nn.Module):
     everywhere, and a shared upsampler (ConvTranspose 4x4 stride 2 to 64, BN, ReLU;
     ConvTranspose 4x4 stride 2 to 32, BN, ReLU; 3x3 conv to 1; Sigmoid) gives the frame.
 
-    ``output_bias`` sets the initial bias of the last conv (None: PyTorch's default, the
-    seed's: the Sigmoid then starts near 0.5, VIL 127 everywhere; -4 starts it near VIL 5).
-
     With ``physics``, three global learnable scalars: (u, v) (initially 0) translate lead t
     (0-based) uniformly by ``(t + 1)(u, v)`` pixels (bilinear, zero padding) and d
     (initially 0.01) multiplies it by ``exp(-d (t + 1))``.
     """
 
-    def __init__(
-        self,
-        hidden_dim: int,
-        output_frames: int,
-        physics: bool = True,
-        output_bias: float | None = None,
-    ) -> None:
+    def __init__(self, hidden_dim: int, output_frames: int, physics: bool = True) -> None:
         super().__init__()
         self.output_frames = output_frames
         self.gru = nn.GRU(hidden_dim, hidden_dim, num_layers=2, batch_first=True)
@@ -60,10 +51,7 @@ class SeedDecoder(nn.Module):
             nn.Conv2d(32, 1, 3, padding=1),
             nn.Sigmoid(),
         )
-        if output_bias is not None:
-            head = self.upsample[6]
-            if isinstance(head, nn.Conv2d) and head.bias is not None:
-                nn.init.constant_(head.bias, output_bias)
+
         self.motion: nn.Parameter | None = None
         self.decay: nn.Parameter | None = None
         if physics:

@@ -96,7 +96,6 @@ class SeedStormGraphTransformer(StormGraphModel):
         use_transformer: bool = True,
         use_physics: bool = True,
         use_extreme: bool = True,
-        output_bias: float | None = None,
     ) -> None:
         super().__init__(modalities, input_frames, output_frames)
         if "vil" not in self.modalities:
@@ -145,7 +144,7 @@ class SeedStormGraphTransformer(StormGraphModel):
                 dropout=dropout,
                 unembed="upsample",
             )
-        self.decoder = SeedDecoder(hidden_dim, output_frames, use_physics, output_bias)
+        self.decoder = SeedDecoder(hidden_dim, output_frames, physics=use_physics)
 
     def encode(self, inputs: dict[str, Tensor], mask: Tensor) -> Tensor:
         return self.encoder([inputs[m] for m in self.modalities], self.modality_mask(mask))
