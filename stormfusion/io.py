@@ -1,24 +1,84 @@
 """Atomic output: write to a temporary name beside the target, rename when complete.
 
 A step that fails (bad input, a crash, a kill) leaves no partial output under the final
-name, and the temporary is removed where Python still gets the chance.
+name, and the temporary is removed where Python still gets the chance. Where it did not
+(SIGKILL, a power cut), the next write of the same output sweeps the leftovers first:
+temporaries are named ``.<name>.tmp-<pid>-<random>`` and one whose process is gone is
+removed before a new one is made (:func:`sweep_stale_temporaries`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from stormfusion.errors import StormFusionError
+
+logger = logging.getLogger(__name__)
+
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.tmp-(?P<pid>\d+)-[0-9a-f]{8}")
+#: Temporaries this process is writing now (a process id alone can be reused, e.g. by the
+#: next run in a fresh container).
+_ACTIVE: set[Path] = set()
+
 
 def _temporary_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _in_use(temporary: Path, pid: int) -> bool:
+    """Whether a temporary may still be written: ours and open, or another live process's."""
+    if pid == os.getpid():
+        return temporary.absolute() in _ACTIVE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def sweep_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove temporaries of ``path`` left by writers that no longer run (killed runs).
+
+    A temporary this process is writing, or one of another process still alive on this
+    machine, is kept.
+
+    Returns:
+        The temporaries removed.
+    """
+    final = Path(path)
+    if not final.parent.is_dir():
+        return []
+    removed = []
+    for sibling in final.parent.glob(f".{glob.escape(final.name)}.tmp-*"):
+        match = _TEMPORARY.fullmatch(sibling.name)
+        if match is None or match["name"] != final.name:
+            continue
+        if _in_use(sibling, int(match["pid"])):
+            continue
+        remove_path(sibling)
+        removed.append(sibling)
+    if removed:
+        logger.info(
+            "removed %d stale temporar%s of %s left by an earlier run",
+            len(removed),
+            "y" if len(removed) == 1 else "ies",
+            final,
+        )
+    return removed
 
 
 def remove_path(path: Path) -> None:
@@ -34,24 +94,62 @@ def remove_path(path: Path) -> None:
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path to write ``path`` (a file or a directory) into.
 
-    On success the temporary replaces ``path`` (an existing directory is replaced whole);
-    on any exception it is deleted and ``path`` is left untouched.
+    Stale temporaries of ``path`` from killed runs are removed first. On success the
+    temporary replaces ``path`` (an existing directory is replaced whole); on any
+    exception it is deleted and ``path`` is left untouched.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temporaries(final)
     tmp = _temporary_sibling(final)
+    _ACTIVE.add(tmp.absolute())
     try:
-        yield tmp
-    except BaseException:
+        try:
+            yield tmp
+        except Exception as exc:
+            full = _disk_full(exc, final)
+            if full is not None:
+                raise full from exc
+            raise
+        _replace(tmp, final)
+    finally:
         remove_path(tmp)
-        raise
+        _ACTIVE.discard(tmp.absolute())
+
+
+def _replace(tmp: Path, final: Path) -> None:
+    """Move a complete temporary to its final name (a directory replaces the old whole)."""
     if final.is_dir() and not final.is_symlink():
         old = _temporary_sibling(final)
         final.rename(old)
-        tmp.rename(final)
+        try:
+            tmp.rename(final)
+        except BaseException:
+            old.rename(final)
+            raise
         remove_path(old)
     else:
         tmp.replace(final)
+
+
+#: Free space under which a failed write is put down to a full disk.
+_NEARLY_FULL_BYTES = 1 << 20
+
+
+def _disk_full(exc: Exception, final: Path) -> OSError | None:
+    """A writer that hides ENOSPC (torch.save raises RuntimeError, for one) as the OSError
+    it is, when the output's file system has (nearly) no space left; else None."""
+    if isinstance(exc, OSError | StormFusionError):
+        return None
+    try:
+        free = shutil.disk_usage(final.parent).free
+    except OSError:
+        return None
+    if free >= _NEARLY_FULL_BYTES:
+        return None
+    said = " ".join(str(exc).split())[:200]
+    cause = f"{os.strerror(errno.ENOSPC)} ({free} bytes free; {type(exc).__name__}: {said})"
+    return OSError(errno.ENOSPC, cause, str(final))
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

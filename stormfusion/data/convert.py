@@ -8,11 +8,13 @@ gridded on the native 48 x 48 grid with the official binning), rows south to nor
 
 Layout (chosen by ``benchmarks/bench_archive.py``, recorded in ``docs/benchmarks.md``): one
 event per chunk along ``event``, :data:`DEFAULT_LAYOUT` frames per chunk along ``time``, a
-whole frame per chunk in y and x, Zstandard compression.
+whole frame per chunk in y and x, Blosc-LZ4 compression (byte shuffle).
 
 Writing goes through xarray (zarr v3, no consolidated metadata: open with
 ``xr.open_zarr(path, consolidated=False)``) with dask, one task per event, into a temporary
-store that is renamed when complete and verified against the source before that.
+store that is renamed when complete and verified against the source before that; temporaries
+left by a killed earlier run are removed first. Raw files are read only inside the data
+root: a path that resolves (through a symbolic link) outside it is refused.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 import zarr
+from dask.callbacks import Callback
+from dask.utils import key_split
+from tqdm import tqdm
 from zarr.abc.codec import BytesBytesCodec
 from zarr.codecs import BloscCodec, ZstdCodec
 
@@ -206,8 +211,21 @@ def _missing_count(modality: str, block: np.ndarray) -> np.ndarray:
     return np.array([np.count_nonzero(block == MISSING_VALUES[modality])], dtype=np.int64)
 
 
+def _check_inside(data_root: Path, path: Path) -> None:
+    """Refuse a raw file that resolves (through symbolic links) outside the data root."""
+    root, target = data_root.resolve(), path.resolve()
+    if not target.is_relative_to(root):
+        raise StormFusionError(
+            f"{path}: resolves to {target}, outside the data root {root} "
+            "(a symbolic link leaving the archive is not followed)"
+        )
+
+
 def _check_files(data_root: Path, sources: Sequence[EventSource], events_csv: Path) -> None:
+    """Every raw file of ``sources`` exists and lies inside ``data_root`` once resolved."""
     missing: dict[str, int] = {}
+    for file in sorted({s.file for s in sources}):
+        _check_inside(data_root, raw_file(data_root, file))
     for s in sources:
         if not raw_file(data_root, s.file).is_file():
             missing[s.file] = missing.get(s.file, 0) + 1
@@ -414,6 +432,24 @@ def verify_store(
 # ----------------------------------------------------------------------------- convert
 
 
+class _EventProgress(Callback):
+    """A tqdm bar (stderr) over the events read while dask writes the store."""
+
+    def __init__(self, events: int, modality: str) -> None:
+        super().__init__()
+        self._bar = tqdm(
+            total=events, unit="event", desc=f"convert {modality}", mininterval=5.0, delay=2.0
+        )
+
+    def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+        if key_split(key) == _read_block.__name__:
+            self._bar.update(1)
+
+    def __exit__(self, *args: object) -> None:
+        super().__exit__(*args)
+        self._bar.close()
+
+
 def convert_modality(
     events_csv: str | os.PathLike[str],
     data_root: str | os.PathLike[str],
@@ -480,7 +516,7 @@ def convert_modality(
         workers,
         final,
     )
-    with atomic_path(final) as tmp:
+    with atomic_path(final) as tmp, _EventProgress(len(sources), modality):
         write = ds.to_zarr(
             tmp,
             mode="w",

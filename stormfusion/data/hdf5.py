@@ -11,6 +11,7 @@ Real files and the synthetic twin go through exactly these functions.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,6 +22,8 @@ import numpy as np
 from stormfusion.data.sevir import FRAME_MINUTES, MODALITIES, N_FRAMES
 from stormfusion.errors import StormFusionError
 from stormfusion.io import atomic_path
+
+logger = logging.getLogger(__name__)
 
 #: Size of the native lightning grid (8 km pixels).
 LIGHTNING_GRID: int = MODALITIES["lght"].size
@@ -95,6 +98,10 @@ def read_raster_event(
                 f"{p}: event index {index} out of range for {dset.shape[0]} events"
             )
         what = f"event {expected_id or ''} at index {index}".replace("  ", " ")
+        if expected_id is not None and "id" not in f:
+            raise StormFusionError(
+                f"{p}: no 'id' dataset, so {what} cannot be checked (not a SEVIR raster file?)"
+            )
         try:
             if expected_id is not None:
                 found = _decode_id(f["id"][index])
@@ -109,7 +116,12 @@ def read_raster_event(
 
 
 def read_lightning_event(path: str | os.PathLike[str], event_id: str) -> np.ndarray:
-    """The flashes of one event: shape (n_flashes, 5), columns [t, lat, lon, x, y]."""
+    """The flashes of one event: shape (n_flashes, 5), columns [t, lat, lon, x, y].
+
+    Flashes with a NaN or infinite time or x/y position are dropped, and their number is
+    logged as a warning naming the file and the event (a NaN time cannot be binned: SEVIR's
+    own code would count it in the last frame).
+    """
     p = Path(path)
     with _open(p) as f:
         if event_id not in f:
@@ -126,13 +138,25 @@ def read_lightning_event(path: str | os.PathLike[str], event_id: str) -> np.ndar
         raise StormFusionError(
             f"{p}: lightning of event {event_id!r} has shape {data.shape}, expected (n, 5)"
         )
+    unusable = ~np.isfinite(data[:, [0, 3, 4]]).all(axis=1)
+    if unusable.any():
+        logger.warning(
+            "%s: dropped %d of %d flashes of event %s with a NaN or infinite time or position",
+            p,
+            int(unusable.sum()),
+            len(data),
+            event_id,
+        )
+        data = data[~unusable]
     return data
 
 
 def grid_lightning(flashes: np.ndarray, size: int = LIGHTNING_GRID) -> np.ndarray:
     """Count flashes per (y, x, frame) exactly as SEVIR's reference code does.
 
-    Flashes outside ``0 <= x < size``, ``0 <= y < size`` are dropped. The frame of a flash
+    Flashes outside ``0 <= x < size``, ``0 <= y < size`` are dropped, and so are flashes
+    with a NaN or infinite time or position (:func:`read_lightning_event` counts those in
+    the log): SEVIR's binning would put a NaN time in frame 48. The frame of a flash
     is ``digitize(t, T) - 1`` with edges ``T_k = (-120 + 5 k)`` minutes, and -1 (earlier
     than -120 min) mapped to 0: frame k counts ``T_k <= t < T_{k+1}``, frame 48 counts
     ``t >= +120`` min and frame 0 also takes flashes before -120 min.
@@ -144,7 +168,7 @@ def grid_lightning(flashes: np.ndarray, size: int = LIGHTNING_GRID) -> np.ndarra
     if flashes.shape[0] == 0:
         return counts
     t, x, y = flashes[:, 0], flashes[:, 3], flashes[:, 4]
-    inside = (x >= 0) & (x < size) & (y >= 0) & (y < size)
+    inside = np.isfinite(t) & (x >= 0) & (x < size) & (y >= 0) & (y < size)
     t, x, y = t[inside], x[inside].astype(np.int64), y[inside].astype(np.int64)
     frame = np.digitize(t, LIGHTNING_FRAME_EDGES_S) - 1
     frame[frame == -1] = 0
