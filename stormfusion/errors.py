@@ -9,6 +9,8 @@ too (:func:`describe_os_error`), with exit status 1.
 
 from __future__ import annotations
 
+import os
+
 
 class StormFusionError(Exception):
     """Bad input or an unrecoverable condition the user can act on."""
@@ -33,7 +35,9 @@ def describe_os_error(exc: OSError) -> str:
     ``OSError(28, 'No space left on device', 'out/x.zarr')`` gives
     ``out/x.zarr: No space left on device``; a rename names both paths.
     """
-    cause = exc.strerror or str(exc) or type(exc).__name__
+    cause = " ".join((exc.strerror or str(exc) or type(exc).__name__).split())
+    if exc.errno and len(cause) > 240:  # a library's report (h5py) of a plain errno
+        cause = os.strerror(exc.errno)
     paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
     if not paths:
         return cause

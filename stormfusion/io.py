@@ -91,30 +91,52 @@ def remove_path(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path to write ``path`` (a file or a directory) into.
+def scratch_path(
+    path: str | os.PathLike[str], report_as: str | os.PathLike[str] | None = None
+) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path``, removed on exit whatever happens.
 
-    Stale temporaries of ``path`` from killed runs are removed first. On success the
-    temporary replaces ``path`` (an existing directory is replaced whole); on any
-    exception it is deleted and ``path`` is left untouched.
+    Stale temporaries of ``path`` from killed runs are removed first. An :class:`OSError`
+    inside the temporary (or naming no file) is raised again naming ``report_as``
+    (default ``path``), the output the user asked for; a writer that hides a full disk
+    behind another exception (``torch.save``) gets an ``ENOSPC`` :class:`OSError`.
     """
     final = Path(path)
+    named = Path(report_as) if report_as is not None else final
     final.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale_temporaries(final)
     tmp = _temporary_sibling(final)
     _ACTIVE.add(tmp.absolute())
     try:
-        try:
-            yield tmp
-        except Exception as exc:
-            full = _disk_full(exc, final)
-            if full is not None:
-                raise full from exc
-            raise
-        _replace(tmp, final)
+        yield tmp
+    except OSError as exc:
+        if exc.filename is None or str(exc.filename).startswith(str(tmp)):
+            cause = exc.strerror or str(exc) or type(exc).__name__
+            raise OSError(exc.errno, cause, str(named)) from exc
+        raise
+    except Exception as exc:
+        full = _disk_full(exc, named)
+        if full is not None:
+            raise full from exc
+        raise
     finally:
         remove_path(tmp)
         _ACTIVE.discard(tmp.absolute())
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path to write ``path`` (a file or a directory) into.
+
+    Stale temporaries of ``path`` from killed runs are removed first. On success the
+    temporary replaces ``path`` (an existing directory is replaced whole); on any
+    exception it is deleted and ``path`` is left untouched (errors as in
+    :func:`scratch_path`).
+    """
+    final = Path(path)
+    with scratch_path(final) as tmp:
+        yield tmp
+        _replace(tmp, final)
 
 
 def _replace(tmp: Path, final: Path) -> None:

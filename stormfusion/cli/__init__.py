@@ -108,8 +108,8 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise Terminated
 
 
-def _run(command: str | None, args_list: list[str]) -> None:
-    """Parse the arguments and run the step (imports of the step's modules included)."""
+def _parse(command: str | None, args_list: list[str]) -> argparse.Namespace:
+    """Parse the arguments (importing the step's module) and set up logging."""
     from stormfusion.provenance import set_config_hash
 
     parser = build_parser(command)
@@ -121,7 +121,17 @@ def _run(command: str | None, args_list: list[str]) -> None:
     )
     logging.captureWarnings(True)
     set_config_hash(getattr(args, "config_hash", None))
-    _load(args.command).run(args)
+    return args
+
+
+def _os_error_line(exc: OSError, args: argparse.Namespace | None) -> str:
+    """The error line of an OSError; one that names no file (a library writing in the
+    background) is put down to the step's outputs (its ``--out*`` options)."""
+    if exc.filename is None and args is not None:
+        outputs = [str(v) for k, v in sorted(vars(args).items()) if k.startswith("out") and v]
+        if outputs:
+            return describe_os_error(OSError(exc.errno, exc.strerror or str(exc), outputs[0]))
+    return describe_os_error(exc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -134,13 +144,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = f"stormfusion {command}" if command else "stormfusion"
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    args = None
     try:
-        _run(command, args_list)
+        args = _parse(command, args_list)
+        _load(args.command).run(args)
     except StormFusionError as exc:
         sys.stderr.write(f"{name}: error: {exc}\n")
         return 2
     except OSError as exc:
-        sys.stderr.write(f"{name}: error: {describe_os_error(exc)}\n")
+        logger.debug("where the error was raised", exc_info=True)  # --log-level DEBUG
+        sys.stderr.write(f"{name}: error: {_os_error_line(exc, args)}\n")
         return 1
     except KeyboardInterrupt:
         sys.stderr.write(f"{name}: interrupted\n")

@@ -32,7 +32,6 @@ import datetime as dt
 import logging
 import os
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -54,7 +53,7 @@ from stormfusion.data.sevir import (
 )
 from stormfusion.data.weather import simulate_event
 from stormfusion.errors import StormFusionError
-from stormfusion.io import remove_path, sha256_file, write_json_atomic
+from stormfusion.io import remove_path, scratch_path, sha256_file, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -288,9 +287,8 @@ def synthesize_archive(
     params.check()
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    staging = root / f".synthesize-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     started = time.perf_counter()
-    try:
+    with scratch_path(root / "synthesize", report_as=root) as staging:
         manifest = _write_archive(staging, params)
         moved: list[Path] = []
         try:
@@ -303,8 +301,6 @@ def synthesize_archive(
             for path in moved:
                 remove_path(path)
             raise
-    finally:
-        remove_path(staging)
     manifest["seconds"] = round(time.perf_counter() - started, 3)
     write_json_atomic(root / MANIFEST_NAME, manifest)
     logger.info(
