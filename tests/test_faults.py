@@ -20,6 +20,7 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -260,3 +261,211 @@ def test_a_file_where_a_folder_should_be_is_one_line(
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith(f"stormfusion {step}: error: {blocker}")
     assert blocker.read_text() == "a file, not a folder\n"
+
+
+# --- leftovers of a killed run ------------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    """The id of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_killed_convert_leaves_temporaries_that_the_next_run_removes(tmp_path: Path) -> None:
+    """A convert killed with SIGKILL mid-write leaves `.vil.zarr.tmp-*`; the next run of the
+    same output removes it (a live writer's temporary and other outputs' are kept)."""
+    twin = make_twin(tmp_path / "raw", n_events=3, size=16)
+    out = tmp_path / "zarr" / "vil.zarr"
+    script = (
+        "import os, signal, sys\n"
+        "import stormfusion.data.convert as c\n"
+        "read = c.read_event_frames\n"
+        "def kill_on_second(*a, _n=[0]):\n"
+        "    _n[0] += 1\n"
+        "    if _n[0] == 2:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return read(*a)\n"
+        "c.read_event_frames = kill_on_second\n"
+        "c.convert_modality(sys.argv[1], sys.argv[2], 'vil', sys.argv[3], workers=1)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    killed = subprocess.run(
+        [sys.executable, "-c", script, str(twin.events_csv), str(twin.root), str(out)],
+        env=env,
+        check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL
+    [stale] = out.parent.glob(".vil.zarr.tmp-*")
+    assert stale.is_dir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        live = out.parent / f".vil.zarr.tmp-{sleeper.pid}-0123abcd"
+        live.mkdir()
+        other = out.parent / f".ir069.zarr.tmp-{_dead_pid()}-0123abcd"
+        other.mkdir()
+        convert_modality(twin.events_csv, twin.root, "vil", out, verify_events=3)
+        assert not stale.exists()
+        assert live.is_dir() and other.is_dir()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    stored = zarr.open_array(out / "vil", mode="r")
+    assert np.array_equal(stored[0], np.moveaxis(twin.rasters["vil"][0], -1, 0))
+
+
+def test_predict_removes_a_stale_temporary_of_its_store(
+    tmp_path: Path, inputs: dict[str, Path]
+) -> None:
+    out = tmp_path / "forecasts" / "persistence.zarr"
+    out.parent.mkdir()
+    stale = out.parent / f".persistence.zarr.tmp-{_dead_pid()}-89abcdef"
+    (stale / "chunk").mkdir(parents=True)
+    assert main(STEPS["predict"](inputs, out.parent)) == 0
+    assert not stale.exists() and out.is_dir()
+
+
+# --- bad input: HDF5 without id, NaN flash times, a link leaving the data root -----------
+
+
+def test_a_raster_file_without_id_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    twin = make_twin(tmp_path, n_events=2, size=16)
+    h5 = tmp_path / "data" / RASTER_FILES["vil"]
+    with h5py.File(h5, "a") as f:
+        del f["id"]
+    out = tmp_path / "vil.zarr"
+    argv = ["convert", "--events", str(twin.events_csv), "--data-root", str(tmp_path)]
+    assert main([*argv, "--modality", "vil", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert str(h5) in err and "no 'id' dataset" in err
+    assert not out.exists() and not list(tmp_path.glob(".vil.zarr.tmp-*"))
+
+
+def test_flashes_with_nan_times_are_dropped_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three flashes at known places and times plus two with a NaN time and one with a NaN
+    position: the grid counts the three, by hand, and the log says two... three dropped."""
+    twin = make_twin(tmp_path, n_events=2, size=16)
+    event = twin.ids[1]
+    nan = np.nan
+    flashes = np.array(
+        [
+            [-7200.0, 0, 0, 0.5, 0.5],  # -120 min: frame 0, pixel (0, 0)
+            [0.0, 0, 0, 1.2, 0.7],  # 0 min: frame 24, x 1, y 0
+            [7199.0, 0, 0, 1.9, 1.1],  # 119.98 min: frame 47, x 1, y 1
+            [nan, 0, 0, 0.5, 0.5],  # SEVIR's binning would count these in frame 48
+            [nan, 0, 0, 1.5, 1.5],
+            [60.0, 0, 0, nan, 0.5],
+        ]
+    )
+    with h5py.File(tmp_path / "data" / LGHT_FILE, "a") as f:
+        del f[event]
+        f.create_dataset(event, data=flashes.astype(np.float32))
+    out = tmp_path / "lght.zarr"
+    with caplog.at_level("WARNING"):
+        convert_modality(twin.events_csv, tmp_path, "lght", out, verify_events=0)
+    grid = zarr.open_array(out / "lght", mode="r")[1]  # (49, y, x)
+    expected = np.zeros((N_FRAMES, 2, 2), dtype=np.int32)
+    expected[0, 0, 0] = expected[24, 0, 1] = expected[47, 1, 1] = 1
+    assert np.array_equal(grid, expected)
+    assert grid[48].sum() == 0
+    [warning] = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert f"dropped 3 of 6 flashes of event {event}" in warning
+
+
+def test_a_link_leaving_the_data_root_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    twin = make_twin(tmp_path / "root", n_events=2, size=16)
+    inside = tmp_path / "root" / "data" / RASTER_FILES["vil"]
+    outside = tmp_path / "elsewhere" / inside.name
+    outside.parent.mkdir()
+    inside.rename(outside)
+    inside.symlink_to(outside)
+    out = tmp_path / "vil.zarr"
+    with pytest.raises(StormFusionError, match="outside the data root"):
+        convert_modality(twin.events_csv, twin.root, "vil", out)
+    assert not out.exists()
+    # a link that stays inside the root is followed
+    moved = tmp_path / "root" / "data" / "moved.h5"
+    outside.rename(moved)
+    inside.unlink()
+    inside.symlink_to(moved)
+    convert_modality(twin.events_csv, twin.root, "vil", out, verify_events=2)
+    assert zarr.open_array(out / "vil", mode="r").shape == (2, N_FRAMES, 16, 16)
+
+
+def test_the_data_root_itself_may_be_a_link(tmp_path: Path) -> None:
+    twin = make_twin(tmp_path / "real", n_events=2, size=16)
+    link = tmp_path / "root-link"
+    link.symlink_to(twin.root)
+    out = tmp_path / "vil.zarr"
+    convert_modality(twin.events_csv, link, "vil", out, verify_events=2)
+    assert out.is_dir()
+
+
+# --- Ctrl-C and SIGTERM -------------------------------------------------------------------
+
+#: Sends SIGINT to itself 0.2 s into `stormfusion train --help`, while the step's modules
+#: (torch) are still importing.
+_INTERRUPT_AT_IMPORT = """
+import os, signal, sys, threading
+from stormfusion.cli import main
+threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+sys.exit(main(["train", "--help"]))
+"""
+
+
+def test_ctrl_c_while_a_step_imports_is_one_line() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-c", _INTERRUPT_AT_IMPORT],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr == "stormfusion train: interrupted\n"
+    assert "usage" not in proc.stdout  # it was interrupted before parsing
+
+
+def test_sigterm_ends_a_step_and_removes_its_temporary(tmp_path: Path) -> None:
+    """SIGTERM (what Snakemake and SLURM send) while convert writes: exit 143, one line, no
+    temporary left behind."""
+    twin = make_twin(tmp_path / "raw", n_events=3, size=16)
+    out = tmp_path / "zarr" / "vil.zarr"
+    script = (
+        "import sys, time\n"
+        "import stormfusion.data.convert as c\n"
+        "from stormfusion.cli import main\n"
+        "read = c.read_event_frames\n"
+        "def slow(*a):\n"
+        "    time.sleep(1)\n"
+        "    return read(*a)\n"
+        "c.read_event_frames = slow\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    argv = ["convert", "--events", str(twin.events_csv), "--data-root", str(twin.root)]
+    argv += ["--modality", "vil", "--out", str(out), "--workers", "1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, *argv],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list(out.parent.glob(".vil.zarr.tmp-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "stormfusion convert: terminated"
+    assert "Traceback" not in err
+    assert not out.exists() and not list(out.parent.glob(".vil.zarr.tmp-*"))
