@@ -9,6 +9,7 @@ removed before a new one is made (:func:`sweep_stale_temporaries`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import glob
@@ -18,6 +19,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,8 +122,28 @@ def scratch_path(
             raise full from exc
         raise
     finally:
+        if tmp.exists():
+            _settle_background_writes()
         remove_path(tmp)
         _ACTIVE.discard(tmp.absolute())
+
+
+def _settle_background_writes(timeout: float = 60.0) -> None:
+    """Let writes already started in zarr's I/O thread finish, so that none lands in a
+    temporary after it is removed (an interrupted ``to_zarr`` leaves them running)."""
+    zarr_sync = sys.modules.get("zarr.core.sync")
+    loop = getattr(zarr_sync, "loop", [None])[0]
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return
+
+    async def drain() -> None:
+        running = asyncio.current_task()
+        others = [t for t in asyncio.all_tasks() if t is not running]
+        if others:
+            await asyncio.wait(others, timeout=timeout)
+
+    with contextlib.suppress(Exception):
+        asyncio.run_coroutine_threadsafe(drain(), loop).result(timeout + 5)
 
 
 @contextlib.contextmanager

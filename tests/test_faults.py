@@ -30,8 +30,7 @@ import numpy as np
 import pytest
 import zarr
 from archive_twin import LGHT_FILE, RASTER_FILES, make_twin
-from test_predict import predict_argv
-from test_training_cli import train_argv
+from training_support import predict_argv, train_argv
 from workflow_support import REPO, merge, snakemake, tiny_config, write_config
 
 from stormfusion.cli import main

@@ -63,7 +63,7 @@ LEARNED = {
     "unet2d": ("unet2d", {"widths": [16, 32, 64]}, 4, 2e-3),
     # patch 2: with the default 4 x 4 patches a 32 x 32 grid leaves the ConvLSTM an 8 x 8
     # state, too coarse for the twin's small cells; it then only learns to blur
-    # persistence (lower MSE, lower CSI). The demo (64 x 64) keeps patch 4 (a 16 x 16 state).
+    # persistence (lower MSE, lower CSI). The demo (64 x 64) uses patch 2 too (a 32 x 32 state).
     "convlstm": ("convlstm", {"hidden_channels": [16], "patch_size": 2}, 4, 2e-3),
     "sgt_advect": ("sgt_advect", SGT_ADVECT_ARGS, 4, 2e-3),
 }

@@ -23,6 +23,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -432,6 +433,16 @@ def verify_store(
 # ----------------------------------------------------------------------------- convert
 
 
+def _compute(graph: Any, workers: int) -> None:
+    """Run a dask graph on a thread pool of its own, drained before returning or raising:
+    after an error, Ctrl-C or SIGTERM no worker writes into the store being removed."""
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="convert")
+    try:
+        dask.compute(graph, scheduler="threads", pool=pool)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 class _EventProgress(Callback):
     """A tqdm bar (stderr) over the events read while dask writes the store."""
 
@@ -526,7 +537,7 @@ def convert_modality(
             encoding=encoding,
             write_empty_chunks=True,
         )
-        dask.compute(write, scheduler="threads", num_workers=workers)
+        _compute(write, workers)
         verified = verify_store(tmp, root, modality, sources, verify_events)
     seconds = time.perf_counter() - start
     nbytes = int(ds[modality].nbytes)

@@ -92,7 +92,7 @@ def read_event_index(path: str | os.PathLike[str]) -> pd.DataFrame:
     return frame
 
 
-def index_modalities(frame: pd.DataFrame) -> list[str]:
+def modalities_in_index(frame: pd.DataFrame) -> list[str]:
     """The modalities the index has columns for, in SEVIR's modality order."""
     return [m for m in MODALITIES if f"{m}_file" in frame.columns]
 
@@ -113,7 +113,7 @@ def event_sources(
     cols = [f"{modality}_file", f"{modality}_index", f"{modality}_size"]
     absent = [c for c in cols if c not in frame.columns]
     if absent:
-        have = ", ".join(index_modalities(frame)) or "none"
+        have = ", ".join(modalities_in_index(frame)) or "none"
         raise StormFusionError(
             f"{where}: no column(s) {', '.join(absent)} for modality {modality!r} "
             f"(the index has modalities: {have})"

@@ -53,7 +53,7 @@ def with_frames(
     return merged
 
 
-def split_events(table: pd.DataFrame, splits: tuple[str, ...]) -> tuple[str, ...]:
+def events_in_splits(table: pd.DataFrame, splits: tuple[str, ...]) -> tuple[str, ...]:
     """Event ids of the given splits, in table order, each once."""
     rows = table[table["split"].isin(splits)]
     return tuple(dict.fromkeys(rows["event_id"].astype(str)))

@@ -29,8 +29,8 @@ from stormfusion.training.distributed import init_distributed, shutdown_distribu
 from stormfusion.training.inputs import (
     catalog_hash,
     check_fingerprint,
+    events_in_splits,
     parse_model_args,
-    split_events,
     window_frames,
     with_frames,
 )
@@ -134,7 +134,7 @@ def train_run(
         info = DataInfo(
             data_fingerprint=loaded.fingerprint,
             catalog_sha256=catalog_hash(loaded.meta),
-            events=split_events(loaded.table, ("train", "val")),
+            events=events_in_splits(loaded.table, ("train", "val")),
         )
         result = Trainer(
             model_name=model,
