@@ -15,6 +15,7 @@ error or the right result:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import resource
 import signal
@@ -33,7 +34,7 @@ from archive_twin import LGHT_FILE, RASTER_FILES, make_twin
 from training_support import predict_argv, train_argv
 from workflow_support import REPO, merge, snakemake, tiny_config, write_config
 
-from stormfusion.cli import main
+from stormfusion.cli import COMMANDS, main
 from stormfusion.data.convert import convert_modality
 from stormfusion.data.sevir import N_FRAMES
 from stormfusion.errors import StormFusionError
@@ -414,7 +415,7 @@ def test_the_data_root_itself_may_be_a_link(tmp_path: Path) -> None:
 #: (torch) are still importing.
 _INTERRUPT_AT_IMPORT = """
 import os, signal, sys, threading
-from stormfusion.cli import main
+from stormfusion.cli import COMMANDS, main
 threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
 sys.exit(main(["train", "--help"]))
 """
@@ -468,3 +469,24 @@ def test_sigterm_ends_a_step_and_removes_its_temporary(tmp_path: Path) -> None:
     assert err.strip().splitlines()[-1] == "stormfusion convert: terminated"
     assert "Traceback" not in err
     assert not out.exists() and not list(out.parent.glob(".vil.zarr.tmp-*"))
+
+
+def test_the_config_hash_option_reaches_provenance(
+    tmp_path: Path, inputs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workflow hands each step its config hash as `--config-hash` (no environment
+    variable): it lands in the output's provenance."""
+    monkeypatch.delenv("STORMFUSION_CONFIG_HASH", raising=False)
+    out = tmp_path / "persistence.zarr"
+    assert main([*predict_argv(inputs, out), "--config-hash", "cfg0123abcd"]) == 0
+    attrs = zarr.open_group(out, mode="r").attrs
+    prov = attrs["provenance"]
+    prov = json.loads(prov) if isinstance(prov, str) else prov
+    assert prov["config_hash"] == "cfg0123abcd"
+
+
+@pytest.mark.parametrize("step", sorted(COMMANDS))
+def test_every_step_takes_the_config_hash(step: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([step, "--help"])
+    assert "--config-hash" in capsys.readouterr().out

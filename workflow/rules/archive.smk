@@ -21,13 +21,14 @@ rule convert_to_zarr:
         mem_mb=rule_resources("convert_to_zarr", "mem_mb", 4000),
         runtime=rule_resources("convert_to_zarr", "runtime", 60),
     params:
+        config_hash=config_hash,
         root=raw_root,
         verify=config["convert"]["verify_events"],
     shell:
         "stormfusion convert --events {input.events:q} --data-root {params.root:q}"
         " --modality {wildcards.modality:q} --out {output.store:q}"
         " --verify-events {params.verify:q} --workers {threads}"
-        " --config-hash {CONFIG_HASH} > {log:q} 2>&1"
+        " --config-hash {params.config_hash:q} > {log:q} 2>&1"
 
 
 rule split_events:
@@ -50,9 +51,10 @@ rule split_events:
         mem_mb=rule_resources("split_events", "mem_mb", 1000),
         runtime=rule_resources("split_events", "runtime", 10),
     params:
+        config_hash=config_hash,
         options=split_options(),
         sources=split_sources,
     shell:
         "stormfusion split --events {input.events:q} {params.options} {params.sources}"
         " --out {output.windows:q} --manifest {output.manifest:q}"
-        " --config-hash {CONFIG_HASH} > {log:q} 2>&1"
+        " --config-hash {params.config_hash:q} > {log:q} 2>&1"

@@ -418,9 +418,16 @@ def runs_json():
 
 
 # Provenance: the hash of the whole config (schema defaults filled in) goes to every step
-# as `--config-hash` (in the shell command, not in `params`: not a rerun trigger), and the
-# config itself is kept as RESULTS/configs/<hash>.yaml when a run starts.
+# as `--config-hash` (params `config_hash`, not a rerun trigger), and the config itself is
+# kept as RESULTS/configs/<hash>.yaml when a run starts.
 CONFIG_HASH = stable_hash(config)
+
+
+def config_hash(wildcards, input):
+    """A params function: the config hash. Taking `input` makes it a derived parameter,
+    which Snakemake leaves out of the params rerun trigger: a config change reruns only the
+    jobs whose own settings changed."""
+    return CONFIG_HASH
 
 
 def config_snapshot():

@@ -20,6 +20,7 @@ if config["source"] == "synthetic":
             mem_mb=rule_resources("synthesize_sevir", "mem_mb", 2000),
             runtime=rule_resources("synthesize_sevir", "runtime", 30),
         params:
+            config_hash=config_hash,
             out=parent_of("catalog", "output"),
             events=config["synthetic"]["events"],
             random_events=config["synthetic"]["random_events"],
@@ -30,7 +31,7 @@ if config["source"] == "synthetic":
             "stormfusion synthesize --out {params.out:q} --events {params.events:q}"
             " --random-events {params.random_events:q} --image-size {params.size:q}"
             " --year {params.year:q} --seed {params.seed:q}"
-            " --config-hash {CONFIG_HASH} > {log:q} 2>&1"
+            " --config-hash {params.config_hash:q} > {log:q} 2>&1"
 
 else:
     # Whole files: the catalog goes to RAW. Events only (`s3.events_only`): the bucket's
@@ -55,11 +56,12 @@ else:
             mem_mb=rule_resources("download_catalog", "mem_mb", 1000),
             runtime=rule_resources("download_catalog", "runtime", 30),
         params:
+            config_hash=config_hash,
             s3=s3_options(),
             out=parent_of("catalog", "output"),
         shell:
             "stormfusion download {params.s3} --out {params.out:q} --catalog-only"
-            " --config-hash {CONFIG_HASH} > {log:q} 2>&1"
+            " --config-hash {params.config_hash:q} > {log:q} 2>&1"
 
     rule plan_download:
         input:
@@ -80,12 +82,13 @@ else:
             mem_mb=rule_resources("select_events", "mem_mb", 2000),
             runtime=rule_resources("select_events", "runtime", 10),
         params:
+            config_hash=config_hash,
             root=parent_of("catalog"),
             filters=selection_options(),
         shell:
             "stormfusion select-events --catalog {input.catalog:q} --data-root {params.root:q}"
             " {params.filters} --out {output.events:q} --meta {output.meta:q}"
-            " --config-hash {CONFIG_HASH} > {log:q} 2>&1"
+            " --config-hash {params.config_hash:q} > {log:q} 2>&1"
 
     rule download_sevir:
         input:
@@ -106,6 +109,7 @@ else:
             mem_mb=rule_resources("download_sevir", "mem_mb", 4000),
             runtime=rule_resources("download_sevir", "runtime", 720),
         params:
+            config_hash=config_hash,
             s3=s3_options(),
             out=RAW,
             concurrency=config["s3"]["concurrency"],
@@ -113,7 +117,7 @@ else:
         shell:
             "stormfusion download {params.s3} --out {params.out:q} --events {input.events:q}"
             " --concurrency {params.concurrency:q} --manifest {output.manifest:q}"
-            " {params.events_only} --config-hash {CONFIG_HASH} > {log:q} 2>&1"
+            " {params.events_only} --config-hash {params.config_hash:q} > {log:q} 2>&1"
 
 
 rule select_events:
@@ -136,9 +140,10 @@ rule select_events:
         mem_mb=rule_resources("select_events", "mem_mb", 2000),
         runtime=rule_resources("select_events", "runtime", 10),
     params:
+        config_hash=config_hash,
         root=parent_of("catalog"),
         filters=selection_options(),
     shell:
         "stormfusion select-events --catalog {input.catalog:q} --data-root {params.root:q}"
         " {params.filters} --out {output.events:q} --meta {output.meta:q}"
-        " --config-hash {CONFIG_HASH} > {log:q} 2>&1"
+        " --config-hash {params.config_hash:q} > {log:q} 2>&1"

@@ -28,6 +28,7 @@ rule train_model:
         gres=lambda wc: train_resource(wc.run, "gres"),
         mpi=lambda wc: train_resource(wc.run, "mpi"),
     params:
+        config_hash=config_hash,
         launcher=lambda wc: train_launcher(wc.run),
         on_failure=lambda wc: train_on_failure(wc.run),
         model=lambda wc: run_model(wc.run),
@@ -39,7 +40,7 @@ rule train_model:
         "{params.launcher} train --model {params.model:q} --model-args {params.args}"
         " --zarr-dir {params.zarr:q} --windows {input.windows:q} --events-meta {input.meta:q}"
         " --out-dir {params.out:q} {params.options} --resume auto"
-        " --config-hash {CONFIG_HASH} > {log:q} 2>&1 {params.on_failure}"
+        " --config-hash {params.config_hash:q} > {log:q} 2>&1 {params.on_failure}"
 
 
 rule predict_model:
@@ -66,6 +67,7 @@ rule predict_model:
             rule_resources("predict_model", "gpu", 1) if is_trainable(wc.run) else 0
         ),
     params:
+        config_hash=config_hash,
         model=lambda wc: run_model(wc.run),
         args=lambda wc: run_args(wc.run),
         checkpoint=lambda wc: checkpoint_option(wc.run),
@@ -80,4 +82,4 @@ rule predict_model:
         " --windows {input.windows:q} --events-meta {input.meta:q} --split {params.split:q}"
         " --image-size {params.size:q} --lightning-frames {params.lightning:q}"
         " --batch-size {params.batch:q} --workers {threads}"
-        " --out {output.forecast:q} --config-hash {CONFIG_HASH} > {log:q} 2>&1"
+        " --out {output.forecast:q} --config-hash {params.config_hash:q} > {log:q} 2>&1"

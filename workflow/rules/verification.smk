@@ -23,6 +23,7 @@ rule score_model:
         mem_mb=rule_resources("score_model", "mem_mb", 4000),
         runtime=rule_resources("score_model", "runtime", 30),
     params:
+        config_hash=config_hash,
         lpips=lpips_option(),
         # the split step's manifest (its digest is declared in the scores; "unknown" if absent)
         manifest=f"{INTERIM}/windows_manifest.json",
@@ -32,7 +33,7 @@ rule score_model:
         " --windows {input.windows:q} --windows-manifest {params.manifest:q} {params.lpips}"
         " --out-csv {output.csv:q} --out-json {output.summary:q}"
         " --out-counts {output.counts:q} --image-size {params.size:q}"
-        " --config-hash {CONFIG_HASH} > {log:q} 2>&1"
+        " --config-hash {params.config_hash:q} > {log:q} 2>&1"
 
 
 rule make_report:
@@ -81,8 +82,8 @@ rule make_report:
         mem_mb=rule_resources("make_report", "mem_mb", 4000),
         runtime=rule_resources("make_report", "runtime", 30),
     params:
+        config_hash=config_hash,
         runs=runs_json(),
-        config_hash=CONFIG_HASH,
         results=parent_of("main", "output", levels=2),
         zarr=parent_of("vil"),
         panels=config["report"]["panel_events"],
