@@ -63,7 +63,7 @@ from stormfusion.data.download import (
     resolve_region,
     wanted_modalities,
 )
-from stormfusion.data.event_index import event_sources, index_modalities, read_event_index
+from stormfusion.data.event_index import event_sources, modalities_in_index, read_event_index
 from stormfusion.data.sevir import MODALITIES, N_FRAMES
 from stormfusion.errors import StormFusionError
 from stormfusion.io import atomic_path, remove_path, sha256_file, write_json_atomic
@@ -279,7 +279,7 @@ def plan_subsets(events_csv: str | os.PathLike[str]) -> tuple[list[FilePlan], li
     plans: list[FilePlan] = []
     whole: set[str] = set()
     wanted = wanted_modalities(events_csv)
-    for modality in index_modalities(frame):
+    for modality in modalities_in_index(frame):
         if wanted is not None and modality not in wanted:
             continue
         by_file: dict[str, list[tuple[str, int]]] = {}

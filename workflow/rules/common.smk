@@ -314,7 +314,8 @@ def train_launcher(run):
 
 
 def _launch_error(text):
-    return f"{{ echo {shlex.quote('stormfusion train: error: ' + text)} >&2; exit 2; }}"
+    message = shlex.quote(f"stormfusion train: error: {text}")
+    return f"{{ echo {message} >&2; exit 2; }}"
 
 
 def multinode_launcher(t):
