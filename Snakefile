@@ -13,6 +13,13 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+
+
+# Every job runs in the study's image under --use-singularity / --use-apptainer (config
+# `container`: docker://..., or a local .sif).
+container: CONTAINER
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/archive.smk"
 include: "workflow/rules/models.smk"
@@ -21,6 +28,7 @@ include: "workflow/rules/verification.smk"
 
 onstart:
     config_snapshot()
+    check_image_code()
 
 
 rule all:

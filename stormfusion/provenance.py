@@ -22,8 +22,18 @@ def stable_hash(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
 
 
+#: The commit an installed copy of the package was built from, baked into the image
+#: (Dockerfile ``ARG GIT_COMMIT``), which has no ``.git`` to ask.
+GIT_COMMIT_ENV = "STORMFUSION_GIT_COMMIT"
+
+
 def git_commit(cwd: str | Path | None = None) -> str:
-    """The current git commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
+    """The commit of the running code: ``$STORMFUSION_GIT_COMMIT`` where set (the image),
+    else git's answer for the package's folder (with ``-dirty`` when the tree has changes),
+    else ``unknown``. With ``cwd``, git's answer for that checkout."""
+    baked = os.environ.get(GIT_COMMIT_ENV, "").strip()
+    if cwd is None and baked:
+        return baked
     where = Path(cwd) if cwd is not None else Path(__file__).resolve().parent
     try:
         commit = subprocess.run(
@@ -60,6 +70,11 @@ def set_config_hash(value: str | None) -> None:
     _config_hash = value or None
 
 
+def describe() -> str:
+    """``stormfusion VERSION (git COMMIT)``: what ``stormfusion --version`` prints."""
+    return f"stormfusion {__version__} (git {git_commit()})"
+
+
 def provenance(
     *, config_hash: str | None = None, data_fingerprint: str | None = None
 ) -> dict[str, str]:
@@ -73,3 +88,45 @@ def provenance(
         "config_hash": config_hash or _config_hash or "unknown",
         "data_fingerprint": data_fingerprint or "unknown",
     }
+
+
+#: What a workflow runs inside an image to learn which code the image carries.
+VERSION_PROBE = "stormfusion --version"
+
+
+def checkout_description(root: str | Path) -> str:
+    """:func:`describe` for the source checkout at ``root`` (its pyproject.toml version and
+    git commit), whatever copy of the package is importable here."""
+    import tomllib  # Python >= 3.11, as Snakemake 9 (the only caller) requires
+
+    pyproject = tomllib.loads((Path(root) / "pyproject.toml").read_text(encoding="utf-8"))
+    return f"stormfusion {pyproject['project']['version']} (git {git_commit(root)})"
+
+
+def image_description(argv: list[str], timeout: float = 300) -> str | None:
+    """Run ``argv`` (a container runtime executing :data:`VERSION_PROBE` in an image) and
+    return the image's :func:`describe` line, or None when it gave none."""
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = [line.strip() for line in out.stdout.splitlines() if line.startswith("stormfusion ")]
+    return lines[-1] if out.returncode == 0 and lines else None
+
+
+def image_code_warning(image: str, in_image: str | None, in_checkout: str) -> str | None:
+    """A warning when the code in ``image`` may differ from the checkout's; None when the
+    version and a clean commit agree. The strings are :func:`describe` lines."""
+    if in_image is None:
+        return (
+            f"could not ask the image {image} which stormfusion it carries "
+            f"('{VERSION_PROBE}' failed inside it); this checkout is {in_checkout}"
+        )
+    if in_image == in_checkout and not in_checkout.endswith("-dirty)"):
+        return None
+    why = "differs from" if in_image != in_checkout else "may differ from (uncommitted changes)"
+    return (
+        f"every job runs the image's code, which {why} this checkout's: image {image} has "
+        f"{in_image}, the checkout is {in_checkout}. Build the image from this checkout "
+        "(make image, then make sif) or point `container:` at the matching one."
+    )

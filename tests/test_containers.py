@@ -10,14 +10,19 @@ from pathlib import Path
 
 import pandas as pd
 from workflow_support import (
+    REPO,
     container_calls,
     container_env,
     install_standin_apptainer,
     planned_jobs,
     snakemake,
     tiny_config,
+    tool_env,
     write_config,
 )
+
+from stormfusion import __version__
+from stormfusion.provenance import image_code_warning
 
 
 def test_standin_runs_the_command_and_records_the_call(tmp_path: Path) -> None:
@@ -57,6 +62,8 @@ def test_every_job_runs_in_the_configured_image(tmp_path: Path) -> None:
     events = pd.read_csv(work / "data/interim/events.csv")
     assert len(events) > 0 and events["id"].str.startswith("S").all()
     # ... one container call per job, each with the image, --nv and the rule's command
+    [probe] = container_calls(log, probes=True)  # onstart: which code the image carries
+    assert probe["image"] == str(image) and "--nv" in probe["argv"]
     calls = container_calls(log)
     assert len(calls) == 2
     assert "stormfusion synthesize --out data/sevir" in calls[0]["command"]
@@ -88,3 +95,46 @@ def test_a_registry_image_is_pulled_once_before_the_jobs(tmp_path: Path) -> None
     proc = snakemake(work, "--dry-run", "--use-singularity", "--cores", "2", env=env)
     assert f"Singularity image {image} will be pulled." in proc.stdout + proc.stderr
     assert planned_jobs(proc.stdout)["make_report"] == 1
+
+
+def test_onstart_warns_when_the_image_carries_other_code(tmp_path: Path) -> None:
+    """The stand-in runs the probe on the host, so the 'image' reports the commit set in
+    STORMFUSION_GIT_COMMIT, as a real image reports the one baked into it."""
+    work = tmp_path / "work"
+    env, _, image = container_env(work)
+    write_config(work, tiny_config(container=str(image)))
+    env["STORMFUSION_GIT_COMMIT"] = "0123abcd"
+    proc = snakemake(work, "data/sevir/CATALOG.csv", "--cores", "1", "--use-singularity", env=env)
+    out = proc.stdout + proc.stderr
+    assert "every job runs the image's code, which differs from this checkout's" in out
+    assert f"image {image} has stormfusion " in out and "(git 0123abcd)" in out
+    # a dry run starts nothing, so it asks nothing
+    dry = snakemake(work, "-n", "--forceall", "--use-singularity", "--cores", "1", env=env)
+    assert "runs the image's code" not in dry.stdout + dry.stderr
+
+
+def test_code_warning_only_when_image_and_checkout_may_differ() -> None:
+    same = "stormfusion 0.1.0 (git abc)"
+    assert image_code_warning("img.sif", same, same) is None
+    assert "differs from" in (
+        image_code_warning("img.sif", "stormfusion 0.1.0 (git def)", same) or ""
+    )
+    dirty = "stormfusion 0.1.0 (git abc-dirty)"
+    assert "may differ" in (image_code_warning("img.sif", dirty, dirty) or "")
+    assert "could not ask the image img.sif" in (image_code_warning("img.sif", None, same) or "")
+
+
+def test_version_names_the_baked_commit_first(tmp_path: Path) -> None:
+    env = {**tool_env(tmp_path), "STORMFUSION_GIT_COMMIT": "feedbeef"}
+    out = subprocess.run(
+        ["stormfusion", "--version"], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert out == f"stormfusion {__version__} (git feedbeef)\n"
+    env.pop("STORMFUSION_GIT_COMMIT")
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    out = subprocess.run(
+        ["stormfusion", "--version"], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.startswith(f"stormfusion {__version__} (git {head}")

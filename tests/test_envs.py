@@ -3,6 +3,7 @@ environment envs/stormfusion.yaml and the Dockerfile (exact pins)."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -46,14 +47,23 @@ def _dockerfile() -> str:
     return (REPO / "Dockerfile").read_text()
 
 
-def _docker_pins() -> dict[str, Version]:
-    text = _dockerfile()
-    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, flags=re.M))
+def _pin_file(name: str) -> dict[str, Version]:
     pins: dict[str, Version] = {}
-    for name, version in re.findall(r'"([A-Za-z0-9_.-]+)==([^"]+)"', text):
-        resolved = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], version)
-        pins[canonicalize_name(name)] = Version(resolved)
+    for line in (REPO / "envs" / name).read_text().splitlines():
+        if line and not line.startswith("#"):
+            req = Requirement(line)
+            [spec] = req.specifier
+            assert spec.operator == "==", f"envs/{name}: {line} is not an exact pin"
+            pins[canonicalize_name(req.name)] = Version(spec.version)
     return pins
+
+
+def _pyproject_requirements() -> list[Requirement]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    specs = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        specs += extra
+    return [Requirement(s) for s in specs]
 
 
 def test_conda_env_lists_exactly_the_package_dependencies() -> None:
@@ -71,28 +81,81 @@ def test_conda_env_pins_meet_pyproject_floors() -> None:
             assert pin >= floor, f"{name}: env pins {pin}, pyproject needs >= {floor}"
 
 
-def test_dockerfile_pins_every_dependency_as_the_conda_env_does() -> None:
-    docker = _docker_pins()
-    conda = _conda_pins()
-    for name in _pyproject_floors():
-        assert name in docker, f"Dockerfile does not pin {name}"
-        assert docker[name] == conda[name], f"{name}: Dockerfile {docker[name]}, env {conda[name]}"
+def test_constraints_pin_every_requirement_within_pyproject() -> None:
+    """envs/constraints.txt (`make constraints`) pins every requirement of the package and
+    its extras, inside pyproject's ranges, and the conda env pins the same versions."""
+    pins = _pin_file("constraints.txt")
+    for req in _pyproject_requirements():
+        name = canonicalize_name(req.name)
+        assert name in pins, f"envs/constraints.txt does not pin {name}: run make constraints"
+        assert req.specifier.contains(pins[name]), f"{name}=={pins[name]} outside {req}"
+    for name, version in _conda_pins().items():
+        if name not in CONDA_TOOLING:
+            assert version == pins[name], f"{name}: env pins {version}, constraints {pins[name]}"
 
 
-def test_dockerfile_is_a_pinned_cuda_image_with_offline_lpips_weights() -> None:
+def test_image_requirements_are_the_constraints_without_torch() -> None:
+    image = _pin_file("image-requirements.txt")
+    pins = _pin_file("constraints.txt")
+    assert "torch" not in image and not any(n.startswith("nvidia-") for n in image)
+    for name, version in image.items():
+        assert pins.get(name) == version, f"{name}: image {version}, constraints {pins.get(name)}"
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    runtime = {canonicalize_name(Requirement(s).name) for s in project["dependencies"]}
+    assert runtime - {"torch"} <= set(image)
+
+
+def test_dockerfile_installs_from_the_constraints_only() -> None:
+    """No version is written in the Dockerfile but torch's, which must equal the pin."""
     text = _dockerfile()
-    base = re.search(r"^FROM (\S+)", text, flags=re.M)
-    assert base is not None
-    image, _, tag = base.group(1).partition(":")
-    assert "cuda" in image + tag and tag and tag != "latest"
-    assert re.search(r"--index-url \"\$\{TORCH_INDEX\}\"", text)
+    assert "-r /tmp/image-requirements.txt" in text  # builder: exactly these, as wheels
+    assert "-r /opt/stormfusion/image-requirements.txt" in text
+    assert "-c /opt/stormfusion/constraints.txt" in text
+    assert re.findall(r'"([A-Za-z0-9_.-]+)==', text) == ["torch"]
+    [torch] = re.findall(r"^ARG TORCH_VERSION=(\S+)$", text, flags=re.M)
+    assert Version(torch) == _pin_file("constraints.txt")["torch"]
+
+
+def test_dockerfile_is_a_cuda_image_with_a_cpu_variant_by_build_args() -> None:
+    text = _dockerfile()
+    assert not text.startswith("# syntax")  # BuildKit would fetch a frontend
+    [base] = re.findall(r"^ARG BASE_IMAGE=(\S+)$", text, flags=re.M)
+    image, _, tag = base.partition(":")
+    assert image == "docker.io/nvidia/cuda" and tag and tag != "latest"  # fully qualified
+    assert re.findall(r"^FROM (\S+)", text, flags=re.M) == ["${BASE_IMAGE}", "base", "base"]
+    assert re.search(r'--index-url "\$\{TORCH_INDEX\}"', text)
     assert re.search(r"^ARG TORCH_INDEX=https://download.pytorch.org/whl/cu\d+$", text, re.M)
-    # the LPIPS backbone in the torch cache, the linear weights from the lpips package
-    assert "TORCH_HOME=/opt/torch" in text
-    assert "${TORCH_HOME}/hub/checkpoints/alexnet-owt-7be5be79.pth" in text
-    assert "sha256sum" in text
-    assert '"lpips==${LPIPS_VERSION}"' in text and "weights/v0.1/alex.pth" in text
-    # runs as an unprivileged user
+    assert (
+        "libgl1" not in text
+        and "opencv-python-headless" in (REPO / "envs" / "image-requirements.txt").read_text()
+    )
+
+
+def _stage(text: str, name: str) -> str:
+    starts = [m.start() for m in re.finditer(r"^FROM ", text, flags=re.M)] + [len(text)]
+    for begin, end in itertools.pairwise(starts):
+        if re.match(rf"FROM \S+ AS {name}$", text[begin:].splitlines()[0]):
+            return text[begin:end]
+    raise AssertionError(f"no stage {name}")
+
+
+def test_compiler_only_in_the_builder_stage() -> None:
+    text = _dockerfile()
+    assert "build-essential" in _stage(text, "builder")
+    for stage in ("base", "runtime"):
+        assert not re.search(r"build-essential|gcc|-dev\b", _stage(text, stage)), stage
+    assert "--mount=type=bind,from=builder,source=/wheels" in _stage(text, "runtime")
+    assert "--no-index --find-links /wheels" in _stage(text, "runtime")
+
+
+def test_image_runs_its_own_code_as_a_user_of_its_own() -> None:
+    text = _dockerfile()
+    runtime = _stage(text, "runtime")
+    assert "PYTHONSAFEPATH=1" in runtime and re.search(r"PYTHONPATH= ", runtime)
+    assert re.search(r"^ARG GIT_COMMIT=", runtime, flags=re.M)
+    assert "STORMFUSION_GIT_COMMIT=${GIT_COMMIT}" in runtime
+    [uid] = re.findall(r"^ARG USER_UID=(\d+)$", runtime, flags=re.M)
+    assert int(uid) != 1000  # Ubuntu bases already have uid 1000 (`ubuntu`)
     users = re.findall(r"^USER (\S+)", text, flags=re.M)
     assert users and users[-1] not in ("root", "0")
 
@@ -100,18 +163,27 @@ def test_dockerfile_is_a_pinned_cuda_image_with_offline_lpips_weights() -> None:
 def test_dockerignore_keeps_the_build_context_small() -> None:
     lines = (REPO / ".dockerignore").read_text().split()
     assert lines[0] == "*" or "*" in lines
-    assert {"!pyproject.toml", "!stormfusion/"} <= set(lines)
+    copied = set(re.findall(r"^COPY (?!--from)(.+) \S+$", _dockerfile(), flags=re.M))
+    sources = {f"!{p.rstrip('/')}" for c in copied for p in c.split()}
+    assert sources <= {line.rstrip("/") for line in lines}
 
 
-def test_every_rule_declares_its_container_and_conda_env() -> None:
+def test_one_global_container_and_a_conda_env_per_rule() -> None:
+    """One `container:` for the whole workflow (in the Snakefile, before any rule file is
+    included, so it applies to every rule), none per rule; every rule its conda env."""
     rules_dir = REPO / "workflow" / "rules"
+    snakefile = (REPO / "Snakefile").read_text()
+    assert re.findall(r"^container: (.+)$", snakefile, flags=re.M) == ["CONTAINER"]
+    first_rule_file = re.search(r'^include: "workflow/rules/(?!common)', snakefile, flags=re.M)
+    assert first_rule_file and snakefile.index("container:") < first_rule_file.start()
     for smk in [REPO / "Snakefile", *sorted(rules_dir.glob("*.smk"))]:
         text = smk.read_text()
         rules = re.findall(r"^\s*rule (\w+):", text, flags=re.M)
         rules = [r for r in rules if r != "all"]
-        containers = re.findall(r"^\s*container:\n\s*CONTAINER$", text, flags=re.M)
+        # only training overrides it (no image around a multi-node srun launch)
+        per_rule = re.findall(r"^\s+container:\n\s+(\w+)$", text, flags=re.M)
+        assert per_rule in ([], ["train_container"]), f"{smk.name}: a rule's own container:"
         condas = re.findall(r"^\s*conda:\n\s*CONDA_ENV$", text, flags=re.M)
-        assert len(containers) == len(rules), f"{smk.name}: a rule without container:"
         assert len(condas) == len(rules), f"{smk.name}: a rule without conda:"
     common = (rules_dir / "common.smk").read_text()
     assert 'CONDA_ENV = "../../envs/stormfusion.yaml"' in common

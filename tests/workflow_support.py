@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from stormfusion.provenance import VERSION_PROBE
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
 VENV_BIN = Path(sys.executable).parent
@@ -233,8 +235,9 @@ def install_standin_apptainer(bindir: Path) -> Path:
     return bindir
 
 
-def container_calls(log: Path) -> list[dict[str, Any]]:
-    """The stand-in's recorded calls: `argv`, the `image` and the host `command`."""
+def container_calls(log: Path, probes: bool = False) -> list[dict[str, Any]]:
+    """The stand-in's recorded job calls: `argv`, the `image` and the host `command`
+    (with ``probes``, the workflow's onstart check of the image's version instead)."""
     calls = []
     if not log.exists():
         return calls
@@ -243,7 +246,8 @@ def container_calls(log: Path) -> list[dict[str, Any]]:
         argv = record["argv"]
         record["image"] = argv[-4]
         record["command"] = argv[-1]
-        calls.append(record)
+        if (record["command"] == VERSION_PROBE) == probes:
+            calls.append(record)
     return calls
 
 

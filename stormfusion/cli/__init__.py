@@ -28,8 +28,8 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType, ModuleType
+from typing import Any
 
-from stormfusion import __version__
 from stormfusion.errors import StormFusionError, describe_os_error
 
 logger = logging.getLogger(__name__)
@@ -60,13 +60,29 @@ def _summary(name: str) -> str:
         return f"(unavailable: {exc})"
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the package version and the commit of the running code (the one baked
+    into the image inside a container), looked up only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from stormfusion.provenance import describe
+
+        sys.stdout.write(describe() + "\n")
+        parser.exit()
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The top-level parser; only ``command``'s options are loaded when it is given."""
     parser = argparse.ArgumentParser(
         prog="stormfusion",
         description="StormFusion-SEVIR pipeline steps. Run 'stormfusion STEP --help' for a step.",
     )
-    parser.add_argument("--version", action="version", version=f"stormfusion {__version__}")
+    parser.add_argument(
+        "--version", action=_VersionAction, help="show the version and git commit, then exit"
+    )
     parser.add_argument(
         "--log-level",
         default="INFO",

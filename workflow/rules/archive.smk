@@ -14,8 +14,6 @@ rule convert_to_zarr:
         f"{RESULTS}/benchmarks/convert_to_zarr/{{modality}}.tsv"
     conda:
         CONDA_ENV
-    container:
-        CONTAINER
     threads: rule_resources("convert_to_zarr", "threads", 2)
     resources:
         mem_mb=rule_resources("convert_to_zarr", "mem_mb", 4000),
@@ -44,8 +42,6 @@ rule split_events:
         f"{RESULTS}/benchmarks/split_events.tsv"
     conda:
         CONDA_ENV
-    container:
-        CONTAINER
     threads: 1
     resources:
         mem_mb=rule_resources("split_events", "mem_mb", 1000),

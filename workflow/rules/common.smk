@@ -4,13 +4,22 @@ import json
 import os
 import re
 import shlex
+import shutil
 from pathlib import Path
 
 import yaml
+from snakemake.logging import logger
 from snakemake.utils import min_version, validate
 
 from stormfusion.io import atomic_path
-from stormfusion.provenance import stable_hash
+from stormfusion.model_names import is_trainable as model_is_trainable
+from stormfusion.provenance import (
+    VERSION_PROBE,
+    checkout_description,
+    image_code_warning,
+    image_description,
+    stable_hash,
+)
 
 min_version("9.0")
 
@@ -89,10 +98,8 @@ def run_training(run):
 
 
 def is_trainable(run):
-    """Whether a run's model has weights to train (from the model registry)."""
-    from stormfusion.models import get_model_class
-
-    return get_model_class(run_model(run)).trainable
+    """Whether a run's model has weights to train (static metadata: no torch on the host)."""
+    return model_is_trainable(run_model(run))
 
 
 def raw_ready():
@@ -442,3 +449,24 @@ def config_snapshot():
             json.loads(json.dumps(config, default=str)), sort_keys=True
         )
         Path(tmp).write_text(f"# config_hash {CONFIG_HASH}\n{text}", encoding="utf-8")
+
+
+def check_image_code():
+    """At onstart under --use-apptainer: warn when the image's stormfusion (version and
+    commit) differs from this checkout's, since every job runs the image's code."""
+    from snakemake_interface_executor_plugins.settings import DeploymentMethod
+
+    methods = workflow.deployment_settings.deployment_method
+    binary = shutil.which("apptainer") or shutil.which("singularity")
+    if DeploymentMethod.APPTAINER not in methods or binary is None:
+        return
+    checkout = checkout_description(workflow.basedir)
+    args = shlex.split(workflow.deployment_settings.apptainer_args or "")
+    for image in workflow.dag.container_imgs.values():
+        probe = [binary, "exec", "--home", os.getcwd(), *args, image.path]
+        said = image_description([*probe, "sh", "-c", VERSION_PROBE])
+        warning = image_code_warning(image.url, said, checkout)
+        if warning:
+            logger.warning(f"WARNING: {warning}")
+        else:
+            logger.info(f"container {image.url}: {said}, as this checkout")

@@ -13,8 +13,6 @@ if config["source"] == "synthetic":
             f"{RESULTS}/benchmarks/synthesize_sevir.tsv"
         conda:
             CONDA_ENV
-        container:
-            CONTAINER
         threads: 1
         resources:
             mem_mb=rule_resources("synthesize_sevir", "mem_mb", 2000),
@@ -49,8 +47,6 @@ else:
             f"{RESULTS}/benchmarks/download_catalog.tsv"
         conda:
             CONDA_ENV
-        container:
-            CONTAINER
         threads: 1
         resources:
             mem_mb=rule_resources("download_catalog", "mem_mb", 1000),
@@ -102,8 +98,6 @@ else:
             f"{RESULTS}/benchmarks/download_sevir.tsv"
         conda:
             CONDA_ENV
-        container:
-            CONTAINER
         threads: rule_resources("download_sevir", "threads", 8)
         resources:
             mem_mb=rule_resources("download_sevir", "mem_mb", 4000),
@@ -133,8 +127,6 @@ rule select_events:
         f"{RESULTS}/benchmarks/select_events.tsv"
     conda:
         CONDA_ENV
-    container:
-        CONTAINER
     threads: 1
     resources:
         mem_mb=rule_resources("select_events", "mem_mb", 2000),

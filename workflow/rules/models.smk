@@ -57,8 +57,6 @@ rule predict_model:
         f"{RESULTS}/benchmarks/predict_model/{{run}}.tsv"
     conda:
         CONDA_ENV
-    container:
-        CONTAINER
     threads: rule_resources("predict_model", "threads", 2)
     resources:
         mem_mb=rule_resources("predict_model", "mem_mb", 8000),

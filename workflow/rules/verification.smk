@@ -16,8 +16,6 @@ rule score_model:
         f"{RESULTS}/benchmarks/score_model/{{run}}.tsv"
     conda:
         CONDA_ENV
-    container:
-        CONTAINER
     threads: rule_resources("score_model", "threads", 2)
     resources:
         mem_mb=rule_resources("score_model", "mem_mb", 4000),
@@ -75,8 +73,6 @@ rule make_report:
         f"{RESULTS}/benchmarks/make_report.tsv"
     conda:
         CONDA_ENV
-    container:
-        CONTAINER
     threads: 1
     resources:
         mem_mb=rule_resources("make_report", "mem_mb", 4000),
