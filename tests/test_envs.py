@@ -148,6 +148,12 @@ def test_compiler_only_in_the_builder_stage() -> None:
     assert "--no-index --find-links /wheels" in _stage(text, "runtime")
 
 
+def test_image_prepares_the_lpips_weights_as_make_setup_does() -> None:
+    runtime = _stage(_dockerfile(), "runtime")
+    assert "stormfusion lpips-weights" in runtime and "load_lpips()" in runtime
+    assert "stormfusion lpips-weights" in (REPO / "Makefile").read_text()
+
+
 def test_image_runs_its_own_code_as_a_user_of_its_own() -> None:
     text = _dockerfile()
     runtime = _stage(text, "runtime")
@@ -194,4 +200,4 @@ def test_conda_post_deploy_installs_the_package() -> None:
     script = REPO / "envs" / "stormfusion.post-deploy.sh"
     text = script.read_text()
     assert script.stat().st_mode & 0o111
-    assert "pip install --no-deps -e" in text and "lpips==0.1.4" in text
+    assert "pip install --no-deps" in text and "stormfusion lpips-weights" in text

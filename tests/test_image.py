@@ -70,7 +70,12 @@ def test_version_shows_the_baked_commit(image: BuiltImage) -> None:
 
 
 def test_image_has_its_runtime_and_no_compiler(image: BuiltImage) -> None:
-    probe = "import torch, torch_geometric, pysteps, cv2; print(torch.__version__)"
+    probe = (
+        "import torch, torch_geometric, pysteps, cv2\n"
+        "from stormfusion.verification.lpips import load_lpips\n"
+        "load_lpips()  # the converted weights, offline\n"
+        "print(torch.__version__)"
+    )
     proc = run_in_image(image, ["python", "-c", probe])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith("+cpu")
