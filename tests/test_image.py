@@ -46,11 +46,14 @@ def image() -> Iterator[BuiltImage]:
     try:
         if not tag:
             tag = TEST_TAG
+            commit = _build_arg("cpu", "GIT_COMMIT")  # this checkout's, as the build sees it
             image_tool("build", "cpu", tag, timeout=5400)
         rootfs = Path(image_tool("rootfs", tag).strip())
         env = dict(line.split("=", 1) for line in image_tool("env", tag).splitlines() if line)
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         pytest.fail(f"the CPU image could not be built or mounted on this machine: {exc}")
+    if tag == TEST_TAG:
+        assert env["STORMFUSION_GIT_COMMIT"] == commit != "unknown"
     yield BuiltImage(tag, rootfs, env)
     if tag == TEST_TAG and os.environ.get("STORMFUSION_KEEP_IMAGE") != "1":
         image_tool("remove", tag)
@@ -65,8 +68,6 @@ def test_version_shows_the_baked_commit(image: BuiltImage) -> None:
     proc = run_in_image(image, ["stormfusion", "--version"])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"stormfusion 0.1.0 (git {image.commit})\n"
-    if "STORMFUSION_TEST_IMAGE" not in os.environ:  # built here, from this checkout
-        assert image.commit == _build_arg("cpu", "GIT_COMMIT") != "unknown"
 
 
 def test_image_has_its_runtime_and_no_compiler(image: BuiltImage) -> None:
@@ -124,7 +125,7 @@ def test_tiny_dag_runs_every_job_inside_the_image(image: BuiltImage, tmp_path: P
     jobs = [c for c in calls if c["argv"][-1] != "stormfusion --version"]
     executed = planned_jobs(out)
     assert len(jobs) == sum(n for rule, n in executed.items() if rule != "all") > 10
-    assert sum("torchrun --standalone --nproc_per_node=2 -m stormfusion.cli" in c["argv"][-1]
+    assert sum("-m stormfusion.cli" in c["argv"][-1]
                for c in jobs) == 1  # fmt: skip
     # onstart asked the image which code it carries
     assert f"(git {image.commit})" in out
@@ -164,7 +165,7 @@ def test_running_by_hand_as_the_checkout_owner(image: BuiltImage, tmp_path: Path
     locked.mkdir(mode=0o755)  # root's, not writable for the user
     proc = run_in_image(image, step, user=f"{owner}:{owner}", mounts=[(locked, "/work")])
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    [error] = [line for line in proc.stderr.splitlines() if "error" in line]
+    [error] = [line for line in proc.stderr.splitlines() if "error:" in line]
     assert "data" in error and "Permission denied" in error
     assert not list(locked.iterdir())
 
