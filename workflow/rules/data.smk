@@ -71,8 +71,6 @@ else:
             f"{RESULTS}/benchmarks/plan_download.tsv"
         conda:
             CONDA_ENV
-        container:
-            CONTAINER
         threads: 1
         resources:
             mem_mb=rule_resources("select_events", "mem_mb", 2000),
