@@ -43,8 +43,9 @@ pytestmark = [pytest.mark.container, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def image() -> Iterator[BuiltImage]:
     tag = os.environ.get("STORMFUSION_TEST_IMAGE", "")
+    built = not tag
     try:
-        if not tag:
+        if built:
             tag = TEST_TAG
             commit = _build_arg("cpu", "GIT_COMMIT")  # this checkout's, as the build sees it
             image_tool("build", "cpu", tag, timeout=5400)
@@ -52,10 +53,10 @@ def image() -> Iterator[BuiltImage]:
         env = dict(line.split("=", 1) for line in image_tool("env", tag).splitlines() if line)
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         pytest.fail(f"the CPU image could not be built or mounted on this machine: {exc}")
-    if tag == TEST_TAG:
+    if built:
         assert env["STORMFUSION_GIT_COMMIT"] == commit != "unknown"
     yield BuiltImage(tag, rootfs, env)
-    if tag == TEST_TAG and os.environ.get("STORMFUSION_KEEP_IMAGE") != "1":
+    if built and os.environ.get("STORMFUSION_KEEP_IMAGE") != "1":
         image_tool("remove", tag)
 
 
