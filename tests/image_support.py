@@ -116,7 +116,7 @@ import sys
 
 argv = sys.argv[1:]
 if argv == ["--version"]:
-    print("apptainer version 1.3.4 (stand-in running the built image with podman)")
+    print("apptainer version 1.3.4")  # Snakemake parses the last word
     sys.exit(0)
 with open(os.environ["APPTAINER_STANDIN_LOG"], "a") as log:
     log.write(json.dumps({{"argv": argv, "cwd": os.getcwd()}}) + "\\n")
