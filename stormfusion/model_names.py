@@ -20,7 +20,9 @@ TRAINABLE: dict[str, bool] = {
     "optical_flow": False,
     "persistence": False,
     "sgt": True,
+    "sgt_advect": True,
     "unet2d": True,
+    "unet2d_stage4": True,
 }
 
 
