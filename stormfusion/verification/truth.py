@@ -92,6 +92,12 @@ class TruthWindows:
         self._reader = WindowReader(array)
         group = zarr.open_group(self.path, mode="r")
         complete = bool(group.attrs.get("all_chunks_written", False))
+        if not complete:
+            logger.warning(
+                "%s: written without every chunk (an older 'convert'): an absent chunk cannot be "
+                "told from an all-zero one, so chunk files are not checked",
+                self.path,
+            )
         self._chunk_files = _chunk_file_checker(array) if complete else None
 
     def __len__(self) -> int:
