@@ -26,7 +26,6 @@ rule score_model:
         # the split step's manifest (its digest is declared in the scores; "unknown" if absent)
         manifest=f"{INTERIM}/windows_manifest.json",
         size=config["data"]["image_size"],
-        config_hash=CONFIG_HASH,
     shell:
         "stormfusion score --forecast {input.forecast:q} --truth {input.vil:q}"
         " --windows {input.windows:q} --windows-manifest {params.manifest:q} {params.lpips}"
