@@ -204,7 +204,7 @@ def test_truth_with_a_deleted_chunk_is_refused(
     chunk.unlink()  # event row 1, frames 0..6: the targets of its first window
     rc, out = _score(tmp_path, path, case.zarr_dir, case.windows_csv)
     err = capsys.readouterr().err
-    assert rc == 2 and "absent" in err and str(case.windows["event_id"][3]) in err
+    assert rc == 2 and "missing" in err and str(case.windows["event_id"][3]) in err
     assert "vil.zarr" in err and not (out / "run.json").exists()
 
 

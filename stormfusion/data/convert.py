@@ -512,9 +512,6 @@ def convert_modality(
         str(meta["data_fingerprint"]),
     )
     ds.attrs["chunking"] = layout.describe()
-    # every chunk is written, even an all-zero one, so that an absent chunk file is damage
-    # (zarr would read it as its fill value 0 without a word); the score step checks this
-    ds.attrs["all_chunks_written"] = True
     encoding = {modality: layout.encoding(size)}
     start = time.perf_counter()
     logger.info(

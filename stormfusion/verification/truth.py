@@ -7,15 +7,15 @@ T_out)`` of each window of the split, in windows-table order. On the forecast's 
 (``image_size`` other than the store's) the frames are regridded as the loader regrids them
 and every target pixel that any missing source pixel touches is set to 255 (missing).
 
-A store written with every chunk (attribute ``all_chunks_written``, as ``convert`` writes
-it) must hold each chunk file a window needs: an absent one would silently read as zeros.
+A store written with every chunk (``store_format`` 2 and later, as ``convert`` writes it)
+must hold each chunk file a window needs: an absent one (which would read as zeros) is
+refused by :class:`~stormfusion.data.chunks.WindowReader`, naming the store and event.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,19 +23,15 @@ import numpy as np
 import torch
 import zarr
 from torch import Tensor
-from zarr.storage import LocalStore
 
 from stormfusion.data.chunks import WindowReader
-from stormfusion.data.dataset import TARGET_MODALITY, inspect_store
+from stormfusion.data.dataset import ALL_CHUNKS_FORMAT, TARGET_MODALITY, inspect_store
 from stormfusion.data.regrid import regrid
 from stormfusion.data.sevir import VIL_MISSING
 from stormfusion.data.splits import read_windows
 from stormfusion.errors import StormFusionError
 
 logger = logging.getLogger(__name__)
-
-#: (row, first frame, stop frame) -> the absent chunk files' keys.
-ChunkCheck = Callable[[int, int, int], list[str]]
 
 
 @dataclass(frozen=True)
@@ -89,37 +85,19 @@ class TruthWindows:
             for e, s in zip(table["event_id"], table["window_start"], strict=True)
         ]
         array = zarr.open_array(self.path / TARGET_MODALITY, mode="r")
-        self._reader = WindowReader(array)
-        group = zarr.open_group(self.path, mode="r")
-        complete = bool(group.attrs.get("all_chunks_written", False))
-        if not complete:
-            logger.warning(
-                "%s: written without every chunk (an older 'convert'): an absent chunk cannot be "
-                "told from an all-zero one, so chunk files are not checked",
-                self.path,
-            )
-        self._chunk_files = _chunk_file_checker(array) if complete else None
+        by_row = sorted(info.events, key=info.events.__getitem__)
+        # stores that write every chunk: an absent chunk file is refused, naming the event
+        complete = info.store_format >= ALL_CHUNKS_FORMAT
+        self._reader = WindowReader(array, events=by_row, all_chunks=complete)
 
     def __len__(self) -> int:
         return len(self.windows)
-
-    def _check_chunks(self, w: TruthWindow, start: int, stop: int) -> None:
-        if self._chunk_files is None:
-            return
-        absent = self._chunk_files(w.row, start, stop)
-        if absent:
-            raise StormFusionError(
-                f"{self.path}: event {w.event_id}, frames [{start}, {stop}): chunk file(s) "
-                f"{', '.join(absent[:3])} are absent (the store was written with every chunk; "
-                "a deleted chunk would read as zeros): rebuild the store with 'convert'"
-            )
 
     def read(self, index: int) -> Tensor:
         """Target frames of window ``index``: (T_out, S, S) float32, 255 = missing."""
         w = self.windows[index]
         start = w.window_start + self.input_frames
         stop = start + self.output_frames
-        self._check_chunks(w, start, stop)
         raw = self._reader.read(w.row, start, stop)
         missing = raw == VIL_MISSING
         frames = np.where(missing, 0, raw).astype(np.float32)
@@ -130,23 +108,3 @@ class TruthWindows:
             )
             out = torch.where(touched > 0, torch.tensor(float(VIL_MISSING)), out)
         return out
-
-
-def _chunk_file_checker(array: zarr.Array) -> ChunkCheck | None:
-    """A function listing the absent chunk files of (row, frames) of a local store."""
-    store = array.store_path.store
-    if not isinstance(store, LocalStore):
-        logger.info("%s: not a local store, chunk files are not checked", array.store_path)
-        return None
-    root = Path(store.root) / array.store_path.path
-    grid = array.shards if array.shards is not None else array.chunks
-    step = int(grid[1])
-
-    def absent(row: int, start: int, stop: int) -> list[str]:
-        keys = [
-            array.metadata.encode_chunk_key((row, c, 0, 0))
-            for c in range(start // step, -(-stop // step))
-        ]
-        return [k for k in keys if not (root / k).is_file()]
-
-    return absent
