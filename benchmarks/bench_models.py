@@ -157,7 +157,8 @@ def main() -> None:
     batch = storm_inputs(args.batch, args.size, 12, device)
     for name in ("sgt", "sgt_advect"):
         sgt = cast(StormGraphModel, models[name])
-        counts = sgt.cells(last_vil(batch[0])).counts.tolist()
+        prepared = sgt.prepare_inputs(batch[0], batch[1])  # stored units -> model grid
+        counts = sgt.cells(last_vil(prepared)).counts.tolist()
         print(f"storm cells per sample, {name} (cap {sgt.detector.max_cells}): {counts}")
     compare(
         f"train step, batch {args.batch}",
