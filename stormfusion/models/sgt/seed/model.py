@@ -41,6 +41,24 @@ from stormfusion.models.sgt.splat import GraphToGrid
 from stormfusion.models.sgt.transformer import SpatioTemporalTransformer
 
 
+def _seed_graph_branch(
+    hidden_dim: int, detector: StormCellDetector, gnn: StormGNN, splat_sigma: float, knn: int
+) -> StormGraphBranch:
+    """The seed's graph branch: cells detected on the feature grid, node features read at the
+    peak pixel, [distance, dy, dx] edges, and a learnable normalised Gaussian splat whose
+    output is added to the grid features without a projection."""
+    splat = GraphToGrid(splat_sigma, units="pixels", learnable=True, normalize=True)
+    options = BranchOptions(
+        knn=knn,
+        detect_on_grid=True,
+        neighbourhood=1,
+        intensity_feature=False,
+        edge_features="offset",
+        project_splat=False,
+    )
+    return StormGraphBranch(hidden_dim, detector, gnn, splat, options)
+
+
 @MODELS.register("sgt")
 class SeedStormGraphTransformer(StormGraphModel):
     """The seed's SGT (5,252,297 parameters at its defaults; docs/models.md).
@@ -124,16 +142,7 @@ class SeedStormGraphTransformer(StormGraphModel):
                 activation=False,
                 residual_dropout=dropout,
             )
-            splat = GraphToGrid(splat_sigma, units="pixels", learnable=True, normalize=True)
-            options = BranchOptions(
-                knn=knn,
-                detect_on_grid=True,
-                neighbourhood=1,
-                intensity_feature=False,
-                edge_features="offset",
-                project_splat=False,
-            )
-            self.graph = StormGraphBranch(hidden_dim, self.detector, gnn, splat, options)
+            self.graph = _seed_graph_branch(hidden_dim, self.detector, gnn, splat_sigma, knn)
         self.transformer: SpatioTemporalTransformer | None = None
         if use_transformer:
             self.transformer = SpatioTemporalTransformer(
