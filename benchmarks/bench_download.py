@@ -36,7 +36,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import boto3
 import numpy as np
 import pandas as pd
 
@@ -51,7 +50,7 @@ from stormfusion.data.download import (
 from stormfusion.data.selection import SelectionOptions, run_selection
 from stormfusion.data.subset import RangedObject, Traffic, download_events_only, read_layout
 from stormfusion.data.synthetic import synthesize_archive
-from stormfusion.testing import ThrottledRelay, free_port, upload_public
+from stormfusion.testing import ThrottledRelay, free_port, loopback_client, upload_public
 
 MIB = 1 << 20
 
@@ -73,13 +72,7 @@ def _timed(endpoint: str, keys: Sequence[str], root: Path, repeats: int) -> dict
 
 
 def _wait(endpoint: str, timeout: float = 30.0) -> None:
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
-    )
+    client = loopback_client(endpoint)
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -102,13 +95,7 @@ def _events_only(endpoint: str, root: Path, args: argparse.Namespace) -> list[st
     picks.to_csv(root / "plan.csv", index=False)
     shutil.copyfile(root / "all.json", root / "plan.json")
     keys = event_keys(root / "plan.csv")
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
-    )
+    client = loopback_client(endpoint)
     client.create_bucket(Bucket="full")
     upload_public(client, "full", {k: src / k for k in [*keys, "CATALOG.csv"]}, 8 * MIB)
     lines = [
@@ -213,13 +200,7 @@ def main() -> None:
                 root / "events.json",
             )
             keys = event_keys(root / "events.csv")
-            client = boto3.client(
-                "s3",
-                endpoint_url=endpoint,
-                region_name="us-east-1",
-                aws_access_key_id="x",
-                aws_secret_access_key="x",
-            )
+            client = loopback_client(endpoint)
             client.create_bucket(Bucket="sevir")
             upload_public(client, "sevir", {key: src / key for key in keys}, 8 * MIB)
             total = sum((src / k).stat().st_size for k in keys) / 1e6

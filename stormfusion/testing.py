@@ -11,7 +11,7 @@ import socket
 import socketserver
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,43 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def loopback_client(endpoint: str) -> Any:
+    """A signed boto3 S3 client for the loopback server (moto takes any credentials)."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+@contextlib.contextmanager
+def loopback_s3() -> Iterator[tuple[str, int]]:
+    """A moto S3 server on 127.0.0.1 for the duration of the block; yields (endpoint, port)."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}", port
+    finally:
+        server.stop()
+
+
+def archive_files(root: Path) -> dict[str, Path]:
+    """Every file of a twin's raw root as bucket key -> path (the twin's own manifest is not
+    part of the bucket)."""
+    return {
+        path.relative_to(root).as_posix(): path
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and path.name != "synthetic_manifest.json"
+    }
 
 
 def upload_public(client: Any, bucket: str, files: Mapping[str, Path], part_size: int) -> None:

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from stormfusion.cli import main
 from stormfusion.data.download import (
@@ -43,7 +42,14 @@ from stormfusion.data.download import (
 from stormfusion.data.selection import SelectionOptions, run_selection
 from stormfusion.data.synthetic import synthesize_archive
 from stormfusion.errors import StormFusionError
-from stormfusion.testing import ThrottledRelay, free_port, upload_public
+from stormfusion.testing import (
+    ThrottledRelay,
+    archive_files,
+    free_port,
+    loopback_client,
+    loopback_s3,
+    upload_public,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PART = 5 * 1024 * 1024
@@ -51,12 +57,8 @@ BIG_KEY = "data/vil/2018/SEVIR_VIL_STORMEVENTS_2018_0701_1231.h5"
 
 
 def _upload_tree(client: object, bucket: str, root: Path) -> dict[str, Path]:
-    """Upload every file under ``root`` (except the manifest) as public-read objects."""
-    keys = {
-        path.relative_to(root).as_posix(): path
-        for path in sorted(root.rglob("*"))
-        if path.is_file() and path.name != "synthetic_manifest.json"
-    }
+    """Upload every file of the twin under ``root`` as public-read objects."""
+    keys = archive_files(root)
     upload_public(client, bucket, keys, PART)
     return keys
 
@@ -64,32 +66,22 @@ def _upload_tree(client: object, bucket: str, root: Path) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory, synthetic_archive: Path) -> Iterator[dict]:
     """The loopback S3 server with buckets ``twin`` and ``big``."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    client.create_bucket(Bucket="twin")
-    client.create_bucket(Bucket="big")
-    twin_keys = _upload_tree(client, "twin", synthetic_archive)
-    big_root = tmp_path_factory.mktemp("big_twin")
-    synthesize_archive(big_root, n_storm=1, n_random=0, image_size=384, seed=3)
-    big_keys = _upload_tree(client, "big", big_root)
-    yield {
-        "endpoint": endpoint,
-        "port": port,
-        "client": client,
-        "twin": twin_keys,
-        "big": big_keys,
-        "big_root": big_root,
-    }
-    server.stop()
+    with loopback_s3() as (endpoint, port):
+        client = loopback_client(endpoint)
+        client.create_bucket(Bucket="twin")
+        client.create_bucket(Bucket="big")
+        twin_keys = _upload_tree(client, "twin", synthetic_archive)
+        big_root = tmp_path_factory.mktemp("big_twin")
+        synthesize_archive(big_root, n_storm=1, n_random=0, image_size=384, seed=3)
+        big_keys = _upload_tree(client, "big", big_root)
+        yield {
+            "endpoint": endpoint,
+            "port": port,
+            "client": client,
+            "twin": twin_keys,
+            "big": big_keys,
+            "big_root": big_root,
+        }
 
 
 def _opts(s3: dict, bucket: str = "twin", **kw: object) -> S3Options:

@@ -15,9 +15,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 from workflow_support import (
     REPO,
     TINY_RUNS,
@@ -30,7 +28,7 @@ from workflow_support import (
 )
 
 from stormfusion.data.synthetic import synthesize_archive
-from stormfusion.testing import free_port, upload_public
+from stormfusion.testing import archive_files, loopback_client, loopback_s3, upload_public
 
 SMOKE = REPO / "config" / "protocols" / "smoke.yaml"
 
@@ -60,26 +58,11 @@ def loopback_bucket(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     src = tmp_path / "bucket"
     # events spread over 2018 H2, 2019 H1 and 2019 H2: about a third fall in the smoke window
     synthesize_archive(src, n_storm=18, n_random=2, image_size=64, year=2019, seed=2)
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    client.create_bucket(Bucket="sevir")
-    files = {
-        p.relative_to(src).as_posix(): p
-        for p in src.rglob("*")
-        if p.is_file() and p.name != "synthetic_manifest.json"
-    }
-    upload_public(client, "sevir", files, 8 << 20)
-    yield endpoint, src
-    server.stop()
+    with loopback_s3() as (endpoint, _port):
+        client = loopback_client(endpoint)
+        client.create_bucket(Bucket="sevir")
+        upload_public(client, "sevir", archive_files(src), 8 << 20)
+        yield endpoint, src
 
 
 @pytest.mark.slow

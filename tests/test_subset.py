@@ -22,13 +22,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from moto.server import ThreadedMotoServer
 
 from stormfusion.cli import main
 from stormfusion.data.convert import convert_modality
@@ -44,21 +42,17 @@ from stormfusion.data.subset import (
 )
 from stormfusion.data.synthetic import synthesize_archive
 from stormfusion.errors import StormFusionError
-from stormfusion.testing import ThrottledRelay, free_port, upload_public
+from stormfusion.testing import (
+    ThrottledRelay,
+    archive_files,
+    loopback_client,
+    loopback_s3,
+    upload_public,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PART = 8 * 1024 * 1024
 VIL_ONLY = SelectionOptions(kind="storm", modalities=["vil"], require_complete=False)
-
-
-def _client(endpoint: str) -> object:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
 
 
 def _tree(root: Path, only: str | None = None) -> dict[str, Path]:
@@ -73,15 +67,11 @@ def _tree(root: Path, only: str | None = None) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def s3(synthetic_archive: Path) -> Iterator[dict]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    client = _client(endpoint)
-    client.create_bucket(Bucket="twin")  # type: ignore[attr-defined]
-    upload_public(client, "twin", _tree(synthetic_archive), PART)
-    yield {"endpoint": endpoint, "port": port, "client": client}
-    server.stop()
+    with loopback_s3() as (endpoint, port):
+        client = loopback_client(endpoint)
+        client.create_bucket(Bucket="twin")
+        upload_public(client, "twin", archive_files(synthetic_archive), PART)
+        yield {"endpoint": endpoint, "port": port, "client": client}
 
 
 def _opts(s3: dict, bucket: str = "twin", **kw: object) -> S3Options:
