@@ -36,6 +36,7 @@ import pandas as pd
 import xarray as xr
 import zarr
 from dask.callbacks import Callback
+from dask.delayed import Delayed
 from dask.utils import key_split
 from tqdm import tqdm
 from zarr.abc.codec import BytesBytesCodec
@@ -301,23 +302,16 @@ def _axis(size: int, name: str) -> xr.Variable:
     )
 
 
-def build_dataset(
-    data_root: Path,
-    modality: str,
-    sources: Sequence[EventSource],
-    time_utc: Sequence[Any],
-    bounds: dict[str, np.ndarray],
-    data_fingerprint: str,
-) -> xr.Dataset:
-    """The lazy (dask) dataset of one modality: one read task per event."""
-    spec = MODALITIES[modality]
-    size = sources[0].size
-    shape = (1, N_FRAMES, size, size)
-    reads = [dask.delayed(_read_block, pure=True)(data_root, modality, s) for s in sources]
-    data = da.concatenate(
-        [da.from_delayed(r, shape=shape, dtype=spec.dtype) for r in reads], axis=0
-    )
-    coords: dict[str, Any] = {
+def _event_reads(data_root: Path, modality: str, sources: Sequence[EventSource]) -> list[Delayed]:
+    """One lazy read task per event, each yielding a ``(1, 49, size, size)`` block."""
+    return [dask.delayed(_read_block, pure=True)(data_root, modality, s) for s in sources]
+
+
+def _event_coords(
+    sources: Sequence[EventSource], time_utc: Sequence[Any], size: int
+) -> dict[str, Any]:
+    """Coordinates of the grid (time offsets in minutes, y/x in m) and per-event sources."""
+    return {
         "event": xr.Variable(
             "event",
             np.array([s.event_id for s in sources], dtype=object),
@@ -346,6 +340,11 @@ def build_dataset(
             {"long_name": "position along axis 0 of source_file (-1: keyed by event id)"},
         ),
     }
+
+
+def _bounds_coords(bounds: dict[str, np.ndarray]) -> dict[str, xr.Variable]:
+    """Per-event patch corner coordinates (degrees), one per :data:`BOUNDS_COLUMNS`."""
+    coords: dict[str, xr.Variable] = {}
     for col in BOUNDS_COLUMNS:
         kind = "latitude" if col.endswith("lat") else "longitude"
         corner = "lower-left" if col.startswith("ll") else "upper-right"
@@ -357,24 +356,32 @@ def build_dataset(
                 "long_name": f"{kind} of the patch's {corner} corner",
             },
         )
-    if modality in MISSING_VALUES:
-        counts = da.concatenate(
-            [
-                da.from_delayed(
-                    dask.delayed(_missing_count, pure=True)(modality, r), shape=(1,), dtype=np.int64
-                )
-                for r in reads
-            ]
-        ).rechunk(-1)
-        coords["missing_pixels"] = xr.Variable(
-            "event",
-            counts,
-            {
-                "long_name": f"pixels equal to the missing value {MISSING_VALUES[modality]} "
-                "over the event's 49 frames"
-            },
-        )
-    attrs = {
+    return coords
+
+
+def _missing_coord(modality: str, reads: Sequence[Delayed]) -> xr.Variable:
+    """Per-event count (lazy, int64) of pixels equal to the modality's missing value."""
+    counts = da.concatenate(
+        [
+            da.from_delayed(
+                dask.delayed(_missing_count, pure=True)(modality, r), shape=(1,), dtype=np.int64
+            )
+            for r in reads
+        ]
+    ).rechunk(-1)
+    return xr.Variable(
+        "event",
+        counts,
+        {
+            "long_name": f"pixels equal to the missing value {MISSING_VALUES[modality]} "
+            "over the event's 49 frames"
+        },
+    )
+
+
+def _dataset_attrs(modality: str, size: int, data_fingerprint: str) -> dict[str, Any]:
+    """Global attributes of the store: provenance, projection and grid (m, minutes)."""
+    return {
         "title": f"SEVIR {modality} frames for the StormFusion-SEVIR study",
         "Conventions": "CF-1.8",
         "source": "SEVIR (Veillette, Samsi and Mattioli, NeurIPS 2020), s3://sevir",
@@ -389,10 +396,32 @@ def build_dataset(
         "package_version": __version__,
         "git_commit": git_commit(),
     }
+
+
+def build_dataset(
+    data_root: Path,
+    modality: str,
+    sources: Sequence[EventSource],
+    time_utc: Sequence[Any],
+    bounds: dict[str, np.ndarray],
+    data_fingerprint: str,
+) -> xr.Dataset:
+    """The lazy (dask) dataset of one modality: one read task per event."""
+    spec = MODALITIES[modality]
+    size = sources[0].size
+    shape = (1, N_FRAMES, size, size)
+    reads = _event_reads(data_root, modality, sources)
+    data = da.concatenate(
+        [da.from_delayed(r, shape=shape, dtype=spec.dtype) for r in reads], axis=0
+    )
+    coords = _event_coords(sources, time_utc, size)
+    coords.update(_bounds_coords(bounds))
+    if modality in MISSING_VALUES:
+        coords["missing_pixels"] = _missing_coord(modality, reads)
     return xr.Dataset(
         {modality: xr.Variable(("event", "time", "y", "x"), data, _variable_attrs(modality))},
         coords=coords,
-        attrs=attrs,
+        attrs=_dataset_attrs(modality, size, data_fingerprint),
     )
 
 
@@ -461,6 +490,101 @@ class _EventProgress(Callback):
         self._bar.close()
 
 
+def _check_request(modality: str, workers: int) -> None:
+    """Refuse a modality that has no store (unknown, or ``vis``) or fewer than one worker."""
+    if modality not in MODALITIES or modality == "vis":
+        valid = ", ".join(m for m in MODALITIES if m != "vis")
+        raise StormFusionError(f"cannot convert modality {modality!r}; valid: {valid}")
+    if workers < 1:
+        raise StormFusionError(f"--workers must be >= 1, got {workers}")
+
+
+def _load_sources(
+    events_path: Path, root: Path, modality: str
+) -> tuple[pd.DataFrame, dict[str, Any], list[EventSource]]:
+    """The event index, its ``events.json`` and the events with ``modality`` (one size).
+
+    Raises:
+        StormFusionError: no event has the modality, sizes differ, or raw files are
+            missing or outside ``root``.
+    """
+    frame = read_event_index(events_path)
+    meta = read_event_meta(events_path)
+    sources = event_sources(frame, modality, events_path)
+    if not sources:
+        raise StormFusionError(f"{events_path}: no event has a {modality} file")
+    sizes = sorted({s.size for s in sources})
+    if len(sizes) > 1:
+        raise StormFusionError(f"{events_path}: {modality}_size takes several values {sizes}")
+    _check_files(root, sources, events_path)
+    return frame, meta, sources
+
+
+def _modality_dataset(
+    root: Path,
+    modality: str,
+    frame: pd.DataFrame,
+    meta: dict[str, Any],
+    sources: Sequence[EventSource],
+    layout: StoreLayout,
+) -> xr.Dataset:
+    """:func:`build_dataset` for ``sources`` with times and bounds from the index."""
+    times = frame.set_index("id").loc[[s.event_id for s in sources], "time_utc"]
+    ds = build_dataset(
+        root,
+        modality,
+        sources,
+        list(times),
+        _bounds(frame, sources, modality, root),
+        str(meta["data_fingerprint"]),
+    )
+    ds.attrs["chunking"] = layout.describe()
+    return ds
+
+
+def _write_store(
+    ds: xr.Dataset,
+    modality: str,
+    final: Path,
+    root: Path,
+    sources: Sequence[EventSource],
+    layout: StoreLayout,
+    workers: int,
+    verify_events: int,
+) -> tuple[tuple[str, ...], float]:
+    """Write ``ds`` to a temporary store, verify it and rename it to ``final``.
+
+    Returns:
+        The ids of the verified events and the seconds taken (writing and verifying).
+    """
+    size = sources[0].size  # one size for all, checked by _load_sources
+    encoding = {modality: layout.encoding(size)}
+    start = time.perf_counter()
+    logger.info(
+        "converting %d %s events (%d x %d, %s) with %d worker(s) into %s",
+        len(sources),
+        modality,
+        size,
+        size,
+        layout.describe(),
+        workers,
+        final,
+    )
+    with atomic_path(final) as tmp, _EventProgress(len(sources), modality):
+        write = ds.to_zarr(
+            tmp,
+            mode="w",
+            zarr_format=3,
+            consolidated=False,
+            compute=False,
+            encoding=encoding,
+            write_empty_chunks=True,
+        )
+        _compute(write, workers)
+        verified = verify_store(tmp, root, modality, sources, verify_events)
+    return verified, time.perf_counter() - start
+
+
 def convert_modality(
     events_csv: str | os.PathLike[str],
     data_root: str | os.PathLike[str],
@@ -487,56 +611,12 @@ def convert_modality(
             event), or a failed verification; no store is left behind.
     """
     events_path, root, final = Path(events_csv), Path(data_root), Path(out)
-    if modality not in MODALITIES or modality == "vis":
-        valid = ", ".join(m for m in MODALITIES if m != "vis")
-        raise StormFusionError(f"cannot convert modality {modality!r}; valid: {valid}")
-    if workers < 1:
-        raise StormFusionError(f"--workers must be >= 1, got {workers}")
-    frame = read_event_index(events_path)
-    meta = read_event_meta(events_path)
-    sources = event_sources(frame, modality, events_path)
-    if not sources:
-        raise StormFusionError(f"{events_path}: no event has a {modality} file")
-    sizes = sorted({s.size for s in sources})
-    if len(sizes) > 1:
-        raise StormFusionError(f"{events_path}: {modality}_size takes several values {sizes}")
-    _check_files(root, sources, events_path)
-    size = sizes[0]
-    times = frame.set_index("id").loc[[s.event_id for s in sources], "time_utc"]
-    ds = build_dataset(
-        root,
-        modality,
-        sources,
-        list(times),
-        _bounds(frame, sources, modality, root),
-        str(meta["data_fingerprint"]),
+    _check_request(modality, workers)
+    frame, meta, sources = _load_sources(events_path, root, modality)
+    ds = _modality_dataset(root, modality, frame, meta, sources, layout)
+    verified, seconds = _write_store(
+        ds, modality, final, root, sources, layout, workers, verify_events
     )
-    ds.attrs["chunking"] = layout.describe()
-    encoding = {modality: layout.encoding(size)}
-    start = time.perf_counter()
-    logger.info(
-        "converting %d %s events (%d x %d, %s) with %d worker(s) into %s",
-        len(sources),
-        modality,
-        size,
-        size,
-        layout.describe(),
-        workers,
-        final,
-    )
-    with atomic_path(final) as tmp, _EventProgress(len(sources), modality):
-        write = ds.to_zarr(
-            tmp,
-            mode="w",
-            zarr_format=3,
-            consolidated=False,
-            compute=False,
-            encoding=encoding,
-            write_empty_chunks=True,
-        )
-        _compute(write, workers)
-        verified = verify_store(tmp, root, modality, sources, verify_events)
-    seconds = time.perf_counter() - start
     nbytes = int(ds[modality].nbytes)
     logger.info(
         "wrote %s: %d events, %.1f MB in %.1f s (%.1f MB/s)",
