@@ -429,10 +429,7 @@ def download_keys(
         StormFusionError: endpoint unreachable, bucket or object missing or not readable,
             or files still failing verification after ``opts.retries`` retries (all named).
     """
-    if opts.concurrency < 1:
-        raise StormFusionError(f"--concurrency must be >= 1, got {opts.concurrency}")
-    if opts.retries < 0:
-        raise StormFusionError(f"--retries must be >= 0, got {opts.retries}")
+    _check_transfer_options(opts)
     root = Path(out_root)
     root.mkdir(parents=True, exist_ok=True)
     opts = resolve_region(opts)
@@ -442,13 +439,43 @@ def download_keys(
     state = _State(root)
     _recover_temporaries(remote, paths, state, opts.chunk_size)
     entries: dict[str, dict[str, Any]] = {}
+    todo = _keep_complete(remote, paths, state, root, opts.chunk_size, entries)
+    todo, failures = _fetch_with_retries(client, opts, todo, paths, state, root, entries)
+    state.save()
+    if todo:
+        raise StormFusionError(
+            f"{len(todo)} file(s) could not be fetched from {opts.where()} after "
+            f"{opts.retries} retries: " + "; ".join(f"{k}: {v}" for k, v in failures.items())
+        )
+    return [entries[k] for k in keys]
+
+
+def _check_transfer_options(opts: S3Options) -> None:
+    """Refuse a concurrency below 1 or a negative retry count."""
+    if opts.concurrency < 1:
+        raise StormFusionError(f"--concurrency must be >= 1, got {opts.concurrency}")
+    if opts.retries < 0:
+        raise StormFusionError(f"--retries must be >= 0, got {opts.retries}")
+
+
+def _keep_complete(
+    remote: Sequence[RemoteObject],
+    paths: dict[str, Path],
+    state: _State,
+    root: Path,
+    chunk_size: int,
+    entries: dict[str, dict[str, Any]],
+) -> list[RemoteObject]:
+    """Objects still to fetch; local copies that verify get a ``skipped`` entry.
+
+    A local file that does not match its object is deleted (and fetched again).
+    ``entries`` (key -> manifest entry) is filled in place.
+    """
     todo: list[RemoteObject] = []
     for obj in remote:
         path = paths[obj.key]
         if path.is_file():
-            problem = (
-                None if state.is_verified(obj, path) else verify_file(path, obj, opts.chunk_size)
-            )
+            problem = None if state.is_verified(obj, path) else verify_file(path, obj, chunk_size)
             if problem is None:
                 state.mark(obj, path)
                 entries[obj.key] = _entry(obj, path, root, "skipped")
@@ -458,6 +485,23 @@ def download_keys(
         todo.append(obj)
     if len(todo) < len(remote):
         logger.info("%d of %d files already complete", len(remote) - len(todo), len(remote))
+    return todo
+
+
+def _fetch_with_retries(
+    client: Any,
+    opts: S3Options,
+    todo: list[RemoteObject],
+    paths: dict[str, Path],
+    state: _State,
+    root: Path,
+    entries: dict[str, dict[str, Any]],
+) -> tuple[list[RemoteObject], dict[str, str]]:
+    """Fetch ``todo`` in rounds, backing off (seconds, jittered, doubling) between them.
+
+    ``entries`` gets a ``downloaded`` entry per fetched object. Returns the objects
+    still failing after ``opts.retries`` retries and their failures (key -> reason).
+    """
     config = TransferConfig(
         multipart_threshold=opts.chunk_size,
         multipart_chunksize=opts.chunk_size,
@@ -499,13 +543,7 @@ def download_keys(
             )
             bar.total = bar.n + sum(o.size for o in todo)
             time.sleep(delay)
-    state.save()
-    if todo:
-        raise StormFusionError(
-            f"{len(todo)} file(s) could not be fetched from {opts.where()} after "
-            f"{opts.retries} retries: " + "; ".join(f"{k}: {v}" for k, v in failures.items())
-        )
-    return [entries[k] for k in keys]
+    return todo, failures
 
 
 def _entry(obj: RemoteObject, path: Path, root: Path, status: str) -> dict[str, Any]:

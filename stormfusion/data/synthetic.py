@@ -314,51 +314,119 @@ def synthesize_archive(
     return manifest
 
 
+_Stats = dict[str, dict[str, tuple[float, float, float]]]  # id -> img_type -> (min, max, %missing)
+_Flashes = dict[str, dict[str, np.ndarray]]  # lght file name -> id -> (N, 5) flashes
+
+
 def _write_archive(staging: Path, params: SynthesisParams) -> dict[str, Any]:
+    """Write the whole twin (data files, then ``CATALOG.csv``) under ``staging``.
+
+    Returns the manifest: parameters, written files (catalog first), event counts,
+    the duplicated catalog id and the ids with missing VIL pixels.
+    """
     events = _plan_events(params)
-    by_id = {ev.id: ev for ev in events}
+    flashes: _Flashes = defaultdict(dict)
+    stats: _Stats = defaultdict(dict)
+    written = _write_rasters(staging, params, events, stats, flashes)
+    written.extend(_write_lightning(staging, events, flashes))
+    catalog_path, duplicated = _write_catalog(staging, params, events, stats)
+    written.insert(0, catalog_path)
+    storms = [e for e in events if e.kind == "storm"]
+    return {
+        "parameters": asdict(params),
+        "files": [_file_entry(staging, p) for p in written],
+        "events": {"storm": params.n_storm, "random": params.n_random},
+        "duplicated_id": duplicated,
+        "missing_ids": sorted(e.id for e in storms if e.missing),
+    }
+
+
+def _write_rasters(
+    staging: Path,
+    params: SynthesisParams,
+    events: Sequence[_Event],
+    stats: _Stats,
+    flashes: _Flashes,
+) -> list[Path]:
+    """Simulate every event and write the raster files, one per vil file group.
+
+    Events sharing a vil file are stacked in (time, id) order, shape (N, S, S, T) per
+    image type. Fills ``stats``, ``flashes`` and each event's ``file_index`` in place;
+    returns the written paths.
+    """
     by_file: dict[str, list[_Event]] = defaultdict(list)
     for ev in events:
         by_file[ev.files["vil"]].append(ev)
-    flashes: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
-    stats: dict[str, dict[str, tuple[float, float, float]]] = defaultdict(dict)
     grid = params.image_size // 8
     written: list[Path] = []
     for vil_name in sorted(by_file):
         group = sorted(by_file[vil_name], key=lambda e: (e.time_utc, e.id))
         arrays: dict[str, list[np.ndarray]] = {t: [] for t in RASTER_TYPES}
         for position, ev in enumerate(group):
-            rng = np.random.default_rng([params.seed, 1 if ev.kind == "storm" else 2, ev.index])
-            weather = simulate_event(
-                rng,
-                params.image_size,
-                ev.kind == "storm",
-                ev.time_utc.month,
-                missing_fraction=MISSING_FRACTION if ev.missing else 0.0,
-            )
-            for img_type in RASTER_TYPES:
-                arr = getattr(weather, img_type)
-                arrays[img_type].append(arr)
-                ev.file_index[img_type] = position
-                valid = arr[arr != VIL_MISSING] if img_type == "vil" else arr
-                missing = 100.0 * float((arr == VIL_MISSING).mean()) if img_type == "vil" else 0.0
-                stats[ev.id][img_type] = (float(valid.min()), float(valid.max()), round(missing, 4))
-            flashes[ev.files["lght"]][ev.id] = _flashes_with_latlon(ev, weather.flashes, grid)
-            counts = hdf5.grid_lightning(flashes[ev.files["lght"]][ev.id], grid)
-            stats[ev.id]["lght"] = (0.0, float(counts.max()), 0.0)
+            _simulate_member(ev, position, params, grid, arrays, stats, flashes)
         for img_type in RASTER_TYPES:
             path = staging / "data" / group[0].files[img_type]
             hdf5.write_raster_file(
                 path, img_type, [e.id for e in group], np.stack(arrays[img_type], axis=0)
             )
             written.append(path)
+    return written
+
+
+def _simulate_member(
+    ev: _Event,
+    position: int,
+    params: SynthesisParams,
+    grid: int,
+    arrays: dict[str, list[np.ndarray]],
+    stats: _Stats,
+    flashes: _Flashes,
+) -> None:
+    """Simulate one event at ``position`` of its file group, from its own random stream.
+
+    Appends its rasters to ``arrays`` and records its value ranges (``stats``), its
+    flashes with lat/lon (``flashes``) and its index in each raster file.
+    """
+    rng = np.random.default_rng([params.seed, 1 if ev.kind == "storm" else 2, ev.index])
+    weather = simulate_event(
+        rng,
+        params.image_size,
+        ev.kind == "storm",
+        ev.time_utc.month,
+        missing_fraction=MISSING_FRACTION if ev.missing else 0.0,
+    )
+    for img_type in RASTER_TYPES:
+        arr = getattr(weather, img_type)
+        arrays[img_type].append(arr)
+        ev.file_index[img_type] = position
+        valid = arr[arr != VIL_MISSING] if img_type == "vil" else arr
+        missing = 100.0 * float((arr == VIL_MISSING).mean()) if img_type == "vil" else 0.0
+        stats[ev.id][img_type] = (float(valid.min()), float(valid.max()), round(missing, 4))
+    flashes[ev.files["lght"]][ev.id] = _flashes_with_latlon(ev, weather.flashes, grid)
+    counts = hdf5.grid_lightning(flashes[ev.files["lght"]][ev.id], grid)
+    stats[ev.id]["lght"] = (0.0, float(counts.max()), 0.0)
+
+
+def _write_lightning(staging: Path, events: Sequence[_Event], flashes: _Flashes) -> list[Path]:
+    """Write one lightning file per name (events in id order); return the written paths."""
+    by_id = {ev.id: ev for ev in events}
+    written: list[Path] = []
     for name in sorted(flashes):
         for position, event_id in enumerate(sorted(flashes[name])):
             by_id[event_id].file_index["lght"] = position  # unused by readers, as in SEVIR
         path = staging / "data" / name
         hdf5.write_lightning_file(path, dict(sorted(flashes[name].items())))
         written.append(path)
+    return written
 
+
+def _write_catalog(
+    staging: Path, params: SynthesisParams, events: Sequence[_Event], stats: _Stats
+) -> tuple[Path, str]:
+    """Write ``CATALOG.csv`` with one vil row duplicated, as in the real catalog.
+
+    Returns the catalog's path and the duplicated id (the second-last storm, or the only).
+    """
     rows: list[dict[str, Any]] = []
     for ev in sorted(events, key=lambda e: (e.time_utc, e.id)):
         rows.extend(_catalog_rows(ev, stats[ev.id], params))
@@ -371,15 +439,7 @@ def _write_archive(staging: Path, params: SynthesisParams) -> dict[str, Any]:
     catalog["event_id"] = catalog["event_id"].astype("Int64")
     catalog_path = staging / "CATALOG.csv"
     catalog.to_csv(catalog_path, index=False)
-    written.insert(0, catalog_path)
-
-    return {
-        "parameters": asdict(params),
-        "files": [_file_entry(staging, p) for p in written],
-        "events": {"storm": params.n_storm, "random": params.n_random},
-        "duplicated_id": duplicated,
-        "missing_ids": sorted(e.id for e in storms if e.missing),
-    }
+    return catalog_path, duplicated
 
 
 def vil_threshold_fractions(

@@ -330,6 +330,31 @@ def simulate_event(
         raise ValueError(f"image_size must be a multiple of 8 and >= 16, got {image_size}")
     wind = _draw_wind(rng)
     cells = _draw_cells(rng, storm)
+    pos_arr, amp_arr = _track_cells(rng, cells, wind)
+    if storm:
+        _centre_on_storm(rng, pos_arr, amp_arr)
+    vil_tyx, vil_px = _render_vil(rng, pos_arr, amp_arr, cells, wind, image_size)
+    ir069, ir107 = _render_ir(rng, pos_arr, amp_arr, cells, wind, image_size // 2, month)
+    flashes = _lightning(rng, vil_tyx, vil_px, image_size // 8)
+    if missing_fraction > 0.0:
+        _cut_missing_corner(vil_tyx, missing_fraction)
+    return EventWeather(
+        vil=np.ascontiguousarray(vil_tyx.transpose(1, 2, 0)),
+        ir069=np.ascontiguousarray(ir069.transpose(1, 2, 0)),
+        ir107=np.ascontiguousarray(ir107.transpose(1, 2, 0)),
+        flashes=flashes,
+    )
+
+
+def _track_cells(
+    rng: np.random.Generator, cells: _Cells, wind: _Wind
+) -> tuple[np.ndarray, np.ndarray]:
+    """Step the cells through all frames (``cells`` grows as cells are born).
+
+    Returns:
+        positions (T, C, 2) in km and amplitudes (T, C), zero before a cell is born,
+        with ``C`` the number of cells at the end.
+    """
     positions: list[np.ndarray] = []
     amplitudes: list[np.ndarray] = []
     for frame in range(N_FRAMES):
@@ -343,14 +368,33 @@ def simulate_event(
         k = positions[t].shape[0]
         pos_arr[t, :k] = positions[t]
         amp_arr[t, :k] = amplitudes[t]
+    return pos_arr, amp_arr
 
-    if storm:
-        # the archive centres a storm event's patch on the storm near time_utc (frame 24)
-        weight = amp_arr[N_FRAMES // 2]
-        if weight.sum() > 0:
-            centroid = (pos_arr[N_FRAMES // 2] * weight[:, None]).sum(axis=0) / weight.sum()
-            pos_arr += PATCH_KM / 2.0 + rng.normal(0.0, 15.0, size=2) - centroid
 
+def _centre_on_storm(rng: np.random.Generator, pos_arr: np.ndarray, amp_arr: np.ndarray) -> None:
+    """Shift ``pos_arr`` (T, C, 2) km in place so the storm sits near the patch centre.
+
+    The archive centres a storm event's patch on the storm near time_utc (frame 24): the
+    amplitude-weighted centroid of that frame moves to the centre, jittered by 15 km.
+    """
+    weight = amp_arr[N_FRAMES // 2]
+    if weight.sum() > 0:
+        centroid = (pos_arr[N_FRAMES // 2] * weight[:, None]).sum(axis=0) / weight.sum()
+        pos_arr += PATCH_KM / 2.0 + rng.normal(0.0, 15.0, size=2) - centroid
+
+
+def _render_vil(
+    rng: np.random.Generator,
+    pos_arr: np.ndarray,
+    amp_arr: np.ndarray,
+    cells: _Cells,
+    wind: _Wind,
+    image_size: int,
+) -> tuple[np.ndarray, float]:
+    """VIL frames (T, S, S) uint8 in 0..254, textured and softly saturated in the cores.
+
+    Returns the frames and the VIL pixel size in km.
+    """
     vil_px = PATCH_KM / image_size
     vil_coords = (np.arange(image_size) + 0.5) * vil_px
     texture = _Texture.draw(rng, wind.base, n_modes=12)
@@ -361,10 +405,22 @@ def simulate_event(
     field[strong] = SATURATION_KNEE + (254.0 - SATURATION_KNEE) * np.tanh(
         (field[strong] - SATURATION_KNEE) / SATURATION_WIDTH
     )
-    vil_tyx = np.clip(np.round(field), 0, 254).astype(np.uint8)
+    return np.clip(np.round(field), 0, 254).astype(np.uint8), vil_px
 
-    # IR on the half-resolution grid: a broad anvil over the cores
-    ir_size = image_size // 2
+
+def _render_ir(
+    rng: np.random.Generator,
+    pos_arr: np.ndarray,
+    amp_arr: np.ndarray,
+    cells: _Cells,
+    wind: _Wind,
+    ir_size: int,
+    month: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """IR frames (T, S/2, S/2) int16, brightness temperature in degC x 100: (ir069, ir107).
+
+    A broad anvil over the cores on the half-resolution grid, over a seasonal surface.
+    """
     ir_coords = (np.arange(ir_size) + 0.5) * (PATCH_KM / ir_size)
     anvil = _render(pos_arr, amp_arr, cells, ir_coords, 2.2, 0.0) / np.float32(254.0)
     anvil *= _Texture.draw(rng, wind.base, n_modes=4).grid(ir_coords)
@@ -376,20 +432,15 @@ def simulate_event(
     surface069 = -32.0 + 0.3 * (surface107 - seasonal)
     ir107 = _brightness_temperature(anvil, surface107, -68.0)
     ir069 = _brightness_temperature(anvil, surface069, -70.0)
+    return ir069, ir107
 
-    flashes = _lightning(rng, vil_tyx, vil_px, image_size // 8)
 
-    if missing_fraction > 0.0:
-        rows, cols = np.mgrid[0:image_size, 0:image_size]
-        cut = np.sqrt(2.0 * missing_fraction) * image_size
-        vil_tyx[:, (rows + cols) < cut] = VIL_MISSING
-
-    return EventWeather(
-        vil=np.ascontiguousarray(vil_tyx.transpose(1, 2, 0)),
-        ir069=np.ascontiguousarray(ir069.transpose(1, 2, 0)),
-        ir107=np.ascontiguousarray(ir107.transpose(1, 2, 0)),
-        flashes=flashes,
-    )
+def _cut_missing_corner(vil_tyx: np.ndarray, missing_fraction: float) -> None:
+    """Set a corner triangle, ``missing_fraction`` of the (T, S, S) patch, to 255 in place."""
+    image_size = vil_tyx.shape[1]
+    rows, cols = np.mgrid[0:image_size, 0:image_size]
+    cut = np.sqrt(2.0 * missing_fraction) * image_size
+    vil_tyx[:, (rows + cols) < cut] = VIL_MISSING
 
 
 def _lightning(
