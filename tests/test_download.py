@@ -423,6 +423,13 @@ def test_truncated_transfer_named_as_such(s3: dict, tmp_path: Path) -> None:
     assert not list((tmp_path / BIG_KEY).parent.glob(".*part-*"))
 
 
+def _complete_temporary(out: Path, key: str, source: Path) -> bool:
+    """Whether a kill left a temporary of ``key`` holding all of its bytes."""
+    target = out / key
+    size = source.stat().st_size
+    return any(p.stat().st_size == size for p in target.parent.glob(f".{target.name}.part-*"))
+
+
 def test_kill_at_random_keeps_every_finished_file(s3: dict, tmp_path: Path) -> None:
     """Files are renamed as they complete: a kill loses only the file in flight."""
     keys = sorted(k for k in s3["twin"] if k.startswith("data/"))
@@ -459,10 +466,13 @@ def test_kill_at_random_keeps_every_finished_file(s3: dict, tmp_path: Path) -> N
     assert finished and set(finished) <= set(kept) and len(kept) < len(keys)
     for key in kept:  # every file under its final name is complete and right
         assert (out / key).read_bytes() == s3["twin"][key].read_bytes()
+    # A kill between a file's last byte and its rename leaves a complete temporary, which the
+    # rerun verifies and promotes rather than fetching again.
+    promoted = {k for k in keys if k not in kept and _complete_temporary(out, k, s3["twin"][k])}
     entries = download_keys(_opts(s3), keys, out)
     status = {e["key"]: e["status"] for e in entries}
-    assert all(status[k] == "skipped" for k in kept)  # progress kept: not fetched again
-    assert all(status[k] == "downloaded" for k in keys if k not in kept)
+    assert all(status[k] == "skipped" for k in {*kept, *promoted})  # progress kept
+    assert all(status[k] == "downloaded" for k in keys if k not in {*kept, *promoted})
     for key in keys:
         assert (out / key).read_bytes() == s3["twin"][key].read_bytes()
     assert not list(out.rglob(".*part-*"))
