@@ -345,12 +345,17 @@ def _cluster(root: Path, nodes: Sequence[Node], cpus: int) -> Iterator[LocalSlur
     if os.geteuid() != 0:
         pytest.skip("the local SLURM tests start slurmd and munged and need root")
     memory = min(8000, _mem_available_mb() - 1000) // len(nodes)
-    cluster = LocalSlurm(root, nodes, cpus=cpus, memory_mb=memory)
+    # slurmstepd's Unix sockets live in the spool folder, and a socket path must stay under
+    # 108 bytes: the cluster lives in a short folder under /tmp, linked from the test's own.
+    short = Path(tempfile.mkdtemp(prefix="sfslurm-", dir="/tmp"))
+    root.symlink_to(short, target_is_directory=True)
+    cluster = LocalSlurm(short, nodes, cpus=cpus, memory_mb=memory)
     try:
         cluster.start()
         yield cluster
     finally:
         cluster.stop()
+        shutil.rmtree(short, ignore_errors=True)
 
 
 @pytest.fixture
