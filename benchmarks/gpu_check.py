@@ -51,6 +51,17 @@ TINY: dict[str, dict[str, Any]] = {
     "convlstm": {"hidden_channels": [8, 8]},
     "sgt": {
         "hidden_dim": 16,
+        "encoder_width": 8,
+        "gnn_layers": 1,
+        "gnn_heads": 2,
+        "transformer_layers": 1,
+        "transformer_heads": 2,
+        "patch_size": 2,
+        "edge_hidden": 8,
+        "max_cells": 8,
+    },
+    "sgt_advect": {
+        "hidden_dim": 16,
         "encoder_channels": 8,
         "gnn_layers": 1,
         "transformer_layers": 1,
@@ -60,7 +71,6 @@ TINY: dict[str, dict[str, Any]] = {
         "min_separation": 3,
     },
 }
-TINY["sgt_advect"] = TINY["sgt"]
 
 
 @dataclass(frozen=True)

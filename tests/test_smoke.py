@@ -75,7 +75,8 @@ def test_smoke_run_on_loopback_s3(tmp_path: Path, loopback_bucket: tuple[str, Pa
         config,
         {
             "s3": {"endpoint_url": endpoint, "region": "us-east-1", "retries": 0},
-            "training": {"epochs": 1, "max_steps_per_epoch": 2},
+            # a 64 px twin: one window per training event (random sampling), so a batch of 2
+            "training": {"epochs": 1, "max_steps_per_epoch": 2, "batch_size": 2},
             "evaluation": {"bootstrap": 10},
             "resources": tiny["resources"],
         },
