@@ -3,6 +3,7 @@ shared by ``sgt`` (the seed's) and ``sgt_advect`` (ours); their differences are 
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 
 import torch
@@ -125,9 +126,9 @@ class StormGraphModel(ForecastModel):
             self.detector, vil_last, (h // 4, w // 4) if self.detect_on_grid else None
         )[0]
 
+    @abc.abstractmethod
     def encode(self, inputs: dict[str, Tensor], mask: Tensor) -> Tensor:
         """Fused encoder features (B, C, h, w) of prepared inputs (``prepare_inputs``)."""
-        raise NotImplementedError
 
     def features_before_transformer(self, inputs: dict[str, Tensor], mask: Tensor) -> Tensor:
         """Grid features (B, C, h, w) as the transformer receives them (prepared inputs)."""
