@@ -55,12 +55,14 @@ turns = draw % 4, flip = draw >= 4): reproducible, different per epoch
 
 DataLoader workers: stores are opened lazily in each process on first use, never pickled.
 Windows are read chunk file by chunk file (:class:`stormfusion.data.chunks.WindowReader`).
+The batched fetch writes each batch into a reused slot (:mod:`stormfusion.data.batch_slots`):
+private memory in the main process; inside a worker, shared memory that the main process
+maps without a copy and hands back when its last tensor on it is gone.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -74,6 +76,7 @@ import torch
 import zarr
 from torch.utils.data import Dataset, default_collate
 
+from stormfusion.data.batch_slots import allocate
 from stormfusion.data.chunks import WindowReader
 from stormfusion.data.regrid import native_size, regrid
 from stormfusion.data.sevir import (
@@ -535,30 +538,27 @@ class SevirWindowDataset(Dataset[dict[str, Any]]):
             mask[STUDY_MODALITIES.index(m)] = float(self._rows[m][index] >= 0)
         return mask
 
-    def _empty(self, batch: tuple[int, ...]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Input and target tensors for ``batch`` items (``()``: one item, unbatched).
-
-        In a DataLoader worker they live in shared memory, as ``default_collate`` puts its
-        batches, so that handing them to the main process copies nothing.
-        """
-        shared = torch.utils.data.get_worker_info() is not None and batch != ()
+    def _specs(self, batch: tuple[int, ...]) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """Shape and dtype of the inputs (``inputs/<modality>``) and the target of
+        ``batch`` items (``()``: one item, unbatched)."""
         t_in, t_out, s = self._input_frames, self._output_frames, self.image_size
-        inputs = {
-            m: _empty_tensor((*batch, t_in, self._sizes[m], self._sizes[m]), self._dtype(m), shared)
+        specs = {
+            f"inputs/{m}": ((*batch, t_in, self._sizes[m], self._sizes[m]), self._dtype(m))
             for m in self.modalities
         }
-        target = _empty_tensor((*batch, t_out, s, s), self._dtype(TARGET_MODALITY), shared)
-        return inputs, target
+        specs["target"] = ((*batch, t_out, s, s), self._dtype(TARGET_MODALITY))
+        return specs
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self.windows):
             raise IndexError(f"window {index} out of range for {len(self.windows)} windows")
-        inputs, target = self._empty(())
-        start = self._fill(index, {m: x.numpy() for m, x in inputs.items()}, target.numpy())
+        item = {k: torch.empty(shape, dtype=dt) for k, (shape, dt) in self._specs(()).items()}
+        inputs = {m: item[f"inputs/{m}"] for m in self.modalities}
+        start = self._fill(index, {m: x.numpy() for m, x in inputs.items()}, item["target"].numpy())
         return {
             "inputs": inputs,
             "mask": torch.tensor(self._mask(index), dtype=torch.float32),
-            "target": target,
+            "target": item["target"],
             "event_id": self._event_ids[index],
             "window_start": start,
         }
@@ -566,23 +566,33 @@ class SevirWindowDataset(Dataset[dict[str, Any]]):
     def __getitems__(self, indices: Sequence[int]) -> WindowBatch:
         """Items ``indices`` written straight into batch tensors (the DataLoader's batched
         fetch): :func:`collate_windows` returns that batch without copying, any other
-        collate function stacks the items (views of it) as usual."""
+        collate function stacks the items (views of it) as usual. The batch lives in a
+        reused slot (:mod:`stormfusion.data.batch_slots`): private memory here, shared
+        memory that crosses to the main process without a copy inside a DataLoader worker."""
         for index in indices:
             if not 0 <= index < len(self.windows):
                 raise IndexError(f"window {index} out of range for {len(self.windows)} windows")
-        inputs, target = self._empty((len(indices),))
+        n = len(indices)
+        specs = self._specs((n,))
+        specs["mask"] = ((n, len(STUDY_MODALITIES)), torch.float32)
+        specs["window_start"] = ((n,), torch.int64)
+        tensors, lease = allocate(specs)
+        inputs = {m: tensors[f"inputs/{m}"] for m in self.modalities}
         arrays = {m: x.numpy() for m, x in inputs.items()}
+        target = tensors["target"]
         target_array = target.numpy()
         starts = [
             self._fill(index, {m: a[i] for m, a in arrays.items()}, target_array[i])
             for i, index in enumerate(indices)
         ]
+        tensors["mask"].copy_(torch.tensor([self._mask(i) for i in indices]))
+        tensors["window_start"].copy_(torch.tensor(starts))
         batch: dict[str, Any] = {
             "inputs": inputs,
-            "mask": torch.tensor([self._mask(i) for i in indices], dtype=torch.float32),
+            "mask": tensors["mask"],
             "target": target,
             "event_id": [self._event_ids[i] for i in indices],
-            "window_start": torch.tensor(starts, dtype=torch.int64),
+            "window_start": tensors["window_start"],
         }
         items = [
             {
@@ -592,9 +602,9 @@ class SevirWindowDataset(Dataset[dict[str, Any]]):
                 "event_id": batch["event_id"][i],
                 "window_start": starts[i],
             }
-            for i in range(len(indices))
+            for i in range(n)
         ]
-        return WindowBatch(items, batch)
+        return WindowBatch(items, lease.wrap(batch) if lease is not None else batch)
 
 
 class WindowBatch(list[dict[str, Any]]):
@@ -611,15 +621,6 @@ def collate_windows(data: Sequence[Any]) -> Any:
     if isinstance(data, WindowBatch):
         return data.batch
     return default_collate(list(data))
-
-
-def _empty_tensor(shape: tuple[int, ...], dtype: torch.dtype, shared: bool) -> torch.Tensor:
-    """An uninitialised tensor, in shared memory if asked (as ``default_collate`` does)."""
-    if not shared:
-        return torch.empty(shape, dtype=dtype)
-    elem = torch.empty(0, dtype=dtype)
-    storage = elem._typed_storage()._new_shared(math.prod(shape))
-    return elem.new(storage).resize_(*shape)
 
 
 def _dihedral_into(src: np.ndarray, k: int, flip: bool, out: np.ndarray) -> None:
