@@ -166,3 +166,22 @@ def test_flag_lifecycle_in_one_process(monkeypatch: pytest.MonkeyPatch) -> None:
     assert row.tolist() == [8, 9, 10, 11]
     del row
     assert slot.free()
+
+
+def test_spawned_workers_hand_over_slots_too() -> None:
+    """Workers started with ``spawn`` (not forked) pass slots the same way."""
+    loader = DataLoader(
+        _Numbered(),
+        batch_size=5,
+        num_workers=1,
+        collate_fn=_as_is,
+        multiprocessing_context="spawn",
+    )
+    batches = list(loader)
+    assert len(batches) == 18
+    for batch in batches:
+        _check(batch)
+
+
+def _as_is(batch: Any) -> Any:
+    return batch
