@@ -406,3 +406,21 @@ def test_synthetic_twin_is_named_in_captions_and_footers(tmp_path: Path) -> None
     line = provenance_line({"config_hash": "h", "data_source": DATA_LABELS[False]})
     assert line.endswith("| synthetic twin of SEVIR (tests the pipeline, not the models)")
     assert "real SEVIR archive" in label_data(table, True).title
+
+
+@pytest.mark.parametrize(
+    ("grid", "row", "col", "expected"), [(64, 20, 10, (10, 20)), (32, 10, 5, (10.5, 20.5))]
+)
+def test_storm_graph_draws_a_cell_on_its_peak(
+    grid: int, row: int, col: int, expected: tuple[float, float]
+) -> None:
+    """A cell the detector finds at one pixel is drawn on that pixel of a 64-pixel image:
+    on the pixel itself for a 64 grid, between the two it covers for a 32 grid."""
+    from stormfusion.models.sgt.detector import StormCellDetector
+    from stormfusion.report.figures import cell_pixels
+
+    vil = torch.zeros(1, grid, grid)
+    vil[0, row, col] = 200.0
+    cells = StormCellDetector(threshold=74.0, window=5, max_cells=4)(vil)
+    positions = cells.positions[0, cells.valid[0]]
+    assert cell_pixels(positions.numpy(), 64).tolist() == [list(expected)]

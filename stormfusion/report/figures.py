@@ -217,6 +217,13 @@ def forecast_panel(
     return save_figure(fig, out_dir, name, prov)
 
 
+def cell_pixels(positions: Any, size: int) -> np.ndarray:
+    """Cell positions ``(N, 2)`` (x, y) in [0, 1], pixel-centre convention (pixel ``i`` of
+    any grid spans [i / n, (i + 1) / n)), as (column, row) image coordinates of a
+    ``size``-pixel image, where pixel ``i``'s centre is at ``i`` (as ``imshow`` draws)."""
+    return np.asarray(positions, dtype=float).reshape(-1, 2) * size - 0.5
+
+
 def storm_graph(
     background: np.ndarray,
     graph: Mapping[str, Any],
@@ -232,7 +239,7 @@ def storm_graph(
     """
     cmap, norm = vil_colormap()
     size = background.shape[-1]
-    pos = np.asarray(graph["positions"], dtype=float) * (size - 1)
+    pos = cell_pixels(graph["positions"], size)
     edges = np.asarray(graph["edge_index"], dtype=int).reshape(2, -1)
     attention = np.asarray(graph["attention"], dtype=float).ravel()
     intensity = np.asarray(graph["intensity"], dtype=float).ravel()
