@@ -23,7 +23,9 @@ fresh allocations would.
   dies. The worker reuses a slot only when its own tensors on it and the receiver's are
   gone. The flag is written after the receiver's last read and read before the worker's
   next write; the reference-count atomics of freeing a tensor and the queue's system
-  calls order the two processes' memory.
+  calls order the two processes' memory. A ``memfd`` does not live in ``/dev/shm``, so
+  a container's small ``/dev/shm`` (Docker's default is 64 MB) does not bound the batches
+  in flight, as it bounds torch's own shared tensors.
 - Elsewhere (a worker without ``memfd_create``) batches use torch's shared memory, as
   ``default_collate`` would.
 
