@@ -26,6 +26,7 @@ aiohttp range requests, its default 5 MiB read-ahead) as the alternative.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import shutil
 import subprocess
@@ -33,7 +34,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +165,82 @@ def _layout_costs(endpoint: str, keys: list[str]) -> list[str]:
     return lines
 
 
+@contextlib.contextmanager
+def _moto_process() -> Iterator[tuple[str, int]]:
+    """A moto S3 server in its own process (so that it does not share the timed client's
+    interpreter); yields (endpoint, port)."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        _wait(endpoint)
+        yield endpoint, port
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _copy_seconds(src: Path, keys: Sequence[str], root: Path, repeats: int) -> float:
+    """The yardstick: best time to copy the same files on the local disk."""
+    best = float("inf")
+    for r in range(repeats):
+        dst = root / f"copy{r}"
+        start = time.perf_counter()
+        for key in keys:
+            (dst / key).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src / key, dst / key)
+        best = min(best, time.perf_counter() - start)
+        shutil.rmtree(dst)
+    return best
+
+
+def _whole_files(endpoint: str, port: int, root: Path, args: argparse.Namespace) -> list[str]:
+    """The whole-file rows of the report (markdown lines): loopback at concurrency 1 and
+    8 against a local copy, then through a throttled link."""
+    src = root / "src"
+    synthesize_archive(src, n_storm=args.events, n_random=0, image_size=384, seed=0)
+    selection = SelectionOptions(require_complete=False)
+    run_selection(src / "CATALOG.csv", selection, root / "events.csv", root / "events.json")
+    keys = event_keys(root / "events.csv")
+    client = loopback_client(endpoint)
+    client.create_bucket(Bucket="sevir")
+    upload_public(client, "sevir", {key: src / key for key in keys}, 8 * MIB)
+    total = sum((src / k).stat().st_size for k in keys) / 1e6
+    copy_s = _copy_seconds(src, keys, root, args.repeats)
+    best = _timed(endpoint, keys, root, args.repeats)
+    relay = ThrottledRelay(("127.0.0.1", port), args.link_mbps * 1e6)
+    threading.Thread(target=relay.serve_forever, daemon=True).start()
+    try:
+        link_keys = [k for k in keys if "/vil/" in k or "/lght/" in k]
+        link_total = sum((src / k).stat().st_size for k in link_keys) / 1e6
+        slow = _timed(f"http://127.0.0.1:{relay.server_address[1]}", link_keys, root, 1)
+    finally:
+        relay.shutdown()
+        relay.server_close()
+    lines = [
+        f"{len(keys)} files, {total:.1f} MB (twin at 384, {args.events} storm events)",
+        "| path | concurrency | seconds | MB/s | vs concurrency 1 | vs local copy |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| loopback | {conc} | {best[conc]:.2f} | {total / best[conc]:.0f} | "
+        f"{best[1] / best[conc]:.2f}x | {copy_s / best[conc]:.3f}x |"
+        for conc in (1, 8)
+    ]
+    lines.append(f"| local copy (yardstick) | | {copy_s:.2f} | {total / copy_s:.0f} | | 1x |")
+    lines += [
+        f"| {args.link_mbps:g} MB/s per connection ({link_total:.1f} MB, vil + lght) "
+        f"| {conc} | {slow[conc]:.2f} | {link_total / slow[conc]:.1f} | "
+        f"{slow[1] / slow[conc]:.2f}x | |"
+        for conc in (1, 8)
+    ]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=6)
@@ -177,72 +254,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        _wait(endpoint)
-        with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-            root = Path(tmp)
-            print("\n".join(_events_only(endpoint, root / "events-only", args)))
-            if args.only_events_only:
-                return
-            src = root / "src"
-            synthesize_archive(src, n_storm=args.events, n_random=0, image_size=384, seed=0)
-            run_selection(
-                src / "CATALOG.csv",
-                SelectionOptions(require_complete=False),
-                root / "events.csv",
-                root / "events.json",
-            )
-            keys = event_keys(root / "events.csv")
-            client = loopback_client(endpoint)
-            client.create_bucket(Bucket="sevir")
-            upload_public(client, "sevir", {key: src / key for key in keys}, 8 * MIB)
-            total = sum((src / k).stat().st_size for k in keys) / 1e6
-
-            copy_s = float("inf")
-            for r in range(args.repeats):
-                dst = root / f"copy{r}"
-                start = time.perf_counter()
-                for key in keys:
-                    (dst / key).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(src / key, dst / key)
-                copy_s = min(copy_s, time.perf_counter() - start)
-                shutil.rmtree(dst)
-
-            best = _timed(endpoint, keys, root, args.repeats)
-            relay = ThrottledRelay(("127.0.0.1", port), args.link_mbps * 1e6)
-            threading.Thread(target=relay.serve_forever, daemon=True).start()
-            try:
-                link_keys = [k for k in keys if "/vil/" in k or "/lght/" in k]
-                link_total = sum((src / k).stat().st_size for k in link_keys) / 1e6
-                slow = _timed(f"http://127.0.0.1:{relay.server_address[1]}", link_keys, root, 1)
-            finally:
-                relay.shutdown()
-                relay.server_close()
-        print(f"{len(keys)} files, {total:.1f} MB (twin at 384, {args.events} storm events)")
-        print("| path | concurrency | seconds | MB/s | vs concurrency 1 | vs local copy |")
-        print("|---|---|---|---|---|---|")
-        for conc in (1, 8):
-            print(
-                f"| loopback | {conc} | {best[conc]:.2f} | {total / best[conc]:.0f} | "
-                f"{best[1] / best[conc]:.2f}x | {copy_s / best[conc]:.3f}x |"
-            )
-        print(f"| local copy (yardstick) | | {copy_s:.2f} | {total / copy_s:.0f} | | 1x |")
-        for conc in (1, 8):
-            print(
-                f"| {args.link_mbps:g} MB/s per connection ({link_total:.1f} MB, vil + lght) "
-                f"| {conc} | {slow[conc]:.2f} | {link_total / slow[conc]:.1f} | "
-                f"{slow[1] / slow[conc]:.2f}x | |"
-            )
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    with _moto_process() as (endpoint, port), tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        root = Path(tmp)
+        print("\n".join(_events_only(endpoint, root / "events-only", args)))
+        if not args.only_events_only:
+            print("\n".join(_whole_files(endpoint, port, root, args)))
 
 
 if __name__ == "__main__":

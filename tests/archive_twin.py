@@ -38,6 +38,21 @@ class Twin:
     sizes: dict[str, int] = field(default_factory=dict)
 
 
+def _flashes(
+    rng: np.random.Generator, ids: list[str], grid: int, first: str
+) -> dict[str, np.ndarray]:
+    """Random flash tables ``[t, lat, lon, x, y]`` for ``ids`` (none for event ``first``),
+    some beyond +-120 min and some outside the ``grid``-pixel square."""
+    flashes: dict[str, np.ndarray] = {}
+    for event_id in ids:
+        n = int(rng.integers(0, 200)) if event_id != first else 0
+        t = rng.uniform(-7800, 7800, n)
+        x = rng.uniform(-1, grid + 1, n)
+        y = rng.uniform(-1, grid + 1, n)
+        flashes[event_id] = np.stack([t, np.zeros(n), np.zeros(n), x, y], axis=1)
+    return flashes
+
+
 def make_twin(
     root: Path,
     n_events: int = 4,
@@ -71,15 +86,7 @@ def make_twin(
     for m, rel in RASTER_FILES.items():
         write_raster_file(data / rel, m, [ids[i] for i in order], rasters[m][order])
     g = sizes["lght"]
-    flashes: dict[str, np.ndarray] = {}
-    for i, event_id in enumerate(ids):
-        if event_id in without_lght:
-            continue
-        n = int(rng.integers(0, 200)) if i else 0  # the first event has no flashes
-        t = rng.uniform(-7800, 7800, n)  # beyond +-120 min on both sides
-        x = rng.uniform(-1, g + 1, n)  # some outside the grid
-        y = rng.uniform(-1, g + 1, n)
-        flashes[event_id] = np.stack([t, np.zeros(n), np.zeros(n), x, y], axis=1)
+    flashes = _flashes(rng, [e for e in ids if e not in without_lght], g, first=ids[0])
     write_lightning_file(data / LGHT_FILE, flashes)
     if times is None:
         day0 = pd.Timestamp("2019-01-01 12:00")

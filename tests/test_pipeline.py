@@ -43,6 +43,29 @@ PATHS = {
 }
 
 
+def _check_provenance(work: Path, config: dict, trained: set[str]) -> None:
+    """Config (kept by its hash), data fingerprint and code version on every output."""
+    results, runs = work / PATHS["results"], config["models"]
+    events = json.loads((work / PATHS["interim"] / "events.json").read_text())
+    fingerprint = events["data_fingerprint"]
+    [snapshot] = (results / "configs").glob("*.yaml")
+    config_hash = snapshot.stem
+    kept = yaml.safe_load(snapshot.read_text())
+    assert set(kept["models"]) == set(runs) and kept["synthetic"] == config["synthetic"]
+    report = json.loads((results / "tables" / "report.json").read_text())
+    _provenance_ok(report["provenance"], fingerprint, config_hash)
+    for run in runs:
+        score = json.loads((results / "scores" / f"{run}.json").read_text())
+        _provenance_ok(score["provenance"]["scoring"], fingerprint, config_hash)
+        with xr.open_zarr(results / "forecasts" / f"{run}.zarr", consolidated=False) as ds:
+            prov = ds.attrs["provenance"]
+            prov = json.loads(prov) if isinstance(prov, str) else prov
+            _provenance_ok(prov, fingerprint, config_hash)
+    for run in trained:
+        ckpt = torch.load(results / "models" / run / "best.pt", weights_only=True)
+        _provenance_ok(ckpt["provenance"], fingerprint, config_hash)
+
+
 def test_tiny_dag_end_to_end_in_containers(tmp_path: Path) -> None:
     work = tmp_path / "work dir"
     # the stand-in apptainer and the image outside: Snakemake refuses image paths with spaces
@@ -77,26 +100,7 @@ def test_tiny_dag_end_to_end_in_containers(tmp_path: Path) -> None:
     )
     assert (results / "report.html").stat().st_size > 10_000
 
-    # provenance: config (kept by its hash), data fingerprint and code version everywhere
-    fingerprint = json.loads((work / PATHS["interim"] / "events.json").read_text())[
-        "data_fingerprint"
-    ]
-    [snapshot] = (results / "configs").glob("*.yaml")
-    config_hash = snapshot.stem
-    kept = yaml.safe_load(snapshot.read_text())
-    assert set(kept["models"]) == set(runs) and kept["synthetic"] == config["synthetic"]
-    report = json.loads((results / "tables" / "report.json").read_text())
-    _provenance_ok(report["provenance"], fingerprint, config_hash)
-    for run in runs:
-        score = json.loads((results / "scores" / f"{run}.json").read_text())
-        _provenance_ok(score["provenance"]["scoring"], fingerprint, config_hash)
-        with xr.open_zarr(results / "forecasts" / f"{run}.zarr", consolidated=False) as ds:
-            prov = ds.attrs["provenance"]
-            prov = json.loads(prov) if isinstance(prov, str) else prov
-            _provenance_ok(prov, fingerprint, config_hash)
-    for run in trained:
-        ckpt = torch.load(results / "models" / run / "best.pt", weights_only=True)
-        _provenance_ok(ckpt["provenance"], fingerprint, config_hash)
+    _check_provenance(work, config, trained)
 
     # nothing left to do; changing one run's settings reruns only that run and the report
     dry_run = ("--dry-run", "--use-singularity", "--apptainer-args=--nv")

@@ -107,58 +107,47 @@ def _same_store(a: Path, b: Path, modality: str) -> None:
 # -- the tiny twin: layout, overlay, downstream unchanged -------------------------------------
 
 
+def _check_downloaded(entry: dict, out: Path, source: Path, index: pd.DataFrame) -> None:
+    """One file of an events-only download: a lightning file as on the bucket; a subset
+    file contiguous, holding exactly the planned events, byte for byte, with its record."""
+    key = entry["key"]
+    if "/lght/" in key:
+        assert (out / key).read_bytes() == (source / key).read_bytes()
+        return
+    modality = key.split("/")[1]
+    wanted = index[index[f"{modality}_file"] == key.removeprefix("data/")]
+    ids = read_ids(out / key)
+    assert sorted(ids) == sorted(wanted["id"])
+    with h5py.File(out / key) as f, h5py.File(source / key) as g:
+        assert f[modality].chunks is None and f[modality].compression is None  # contiguous
+        assert f["id"].dtype == g["id"].dtype
+    for row in wanted.itertuples():
+        whole = read_raster_event(source / key, modality, int(getattr(row, f"{modality}_index")))
+        sub = read_raster_event(out / key, modality, ids.index(row.id), row.id)
+        np.testing.assert_array_equal(sub, whole)
+    record = read_subset_record(out / key)
+    assert record is not None and record["source_etag"] == entry["etag"]
+    for ev in record["events"]:
+        assert ev["stop"] - ev["start"] == sub.nbytes
+
+
 def test_subset_files_and_catalog_run_downstream_unchanged(
     s3: dict, synthetic_archive: Path, tmp_path: Path
 ) -> None:
     options = SelectionOptions(kind="all", require_complete=False)
     plan = _select(synthetic_archive / "CATALOG.csv", tmp_path / "plan", options)
     out = tmp_path / "raw"
-    code = main(
-        [
-            "download",
-            "--bucket",
-            "twin",
-            "--region",
-            "us-east-1",
-            "--endpoint-url",
-            s3["endpoint"],
-            "--out",
-            str(out),
-            "--events",
-            str(plan),
-            "--events-only",
-            "--source-catalog",
-            str(synthetic_archive / "CATALOG.csv"),
-            "--manifest",
-            str(tmp_path / "manifest.json"),
-        ]
-    )
+    code = main([
+        "download", "--bucket", "twin", "--region", "us-east-1", "--endpoint-url",
+        s3["endpoint"], "--out", str(out), "--events", str(plan), "--events-only",
+        "--source-catalog", str(synthetic_archive / "CATALOG.csv"),
+        "--manifest", str(tmp_path / "manifest.json"),
+    ])  # fmt: skip
     assert code == 0
     record = json.loads((tmp_path / "manifest.json").read_text())
     index = pd.read_csv(plan, dtype={"id": str})
     for entry in record["files"]:
-        if "/lght/" in entry["key"]:
-            assert (out / entry["key"]).read_bytes() == (
-                synthetic_archive / entry["key"]
-            ).read_bytes()
-            continue
-        modality = entry["key"].split("/")[1]
-        wanted = index[index[f"{modality}_file"] == entry["key"].removeprefix("data/")]
-        ids = read_ids(out / entry["key"])
-        assert sorted(ids) == sorted(wanted["id"])
-        with h5py.File(out / entry["key"]) as f:
-            assert f[modality].chunks is None and f[modality].compression is None  # contiguous
-            assert f["id"].dtype == h5py.File(synthetic_archive / entry["key"])["id"].dtype
-        for row in wanted.itertuples():
-            source = read_raster_event(
-                synthetic_archive / entry["key"], modality, int(getattr(row, f"{modality}_index"))
-            )
-            sub = read_raster_event(out / entry["key"], modality, ids.index(row.id), row.id)
-            np.testing.assert_array_equal(sub, source)
-        sources = read_subset_record(out / entry["key"])
-        assert sources is not None and sources["source_etag"] == entry["etag"]
-        for ev in sources["events"]:
-            assert ev["stop"] - ev["start"] == sub.nbytes
+        _check_downloaded(entry, out, synthetic_archive, index)
     # select-events on the overlay picks the same events; convert gives the same store
     again = _select(out / "CATALOG.csv", tmp_path / "again", options, root=out)
     # the fingerprint covers the subset files by content, the lightning files by ETag

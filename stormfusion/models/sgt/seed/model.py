@@ -41,6 +41,22 @@ from stormfusion.models.sgt.splat import GraphToGrid
 from stormfusion.models.sgt.transformer import SpatioTemporalTransformer
 
 
+def _seed_gnn(
+    hidden_dim: int, layers: int, heads: int, edge_hidden: int, dropout: float
+) -> StormGNN:
+    """The seed's GAT stack: edge MLP of ``edge_hidden``, no activation between layers,
+    dropout on attention and on the residual."""
+    return StormGNN(
+        hidden_dim,
+        layers,
+        heads,
+        dropout,
+        edge_encoder=edge_hidden,
+        activation=False,
+        residual_dropout=dropout,
+    )
+
+
 def _seed_graph_branch(
     hidden_dim: int, detector: StormCellDetector, gnn: StormGNN, splat_sigma: float, knn: int
 ) -> StormGraphBranch:
@@ -133,26 +149,14 @@ class SeedStormGraphTransformer(StormGraphModel):
         )
         self.graph: StormGraphBranch | None = None
         if use_gnn:
-            gnn = StormGNN(
-                hidden_dim,
-                gnn_layers,
-                gnn_heads,
-                dropout,
-                edge_encoder=edge_hidden,
-                activation=False,
-                residual_dropout=dropout,
-            )
+            gnn = _seed_gnn(hidden_dim, gnn_layers, gnn_heads, edge_hidden, dropout)
             self.graph = _seed_graph_branch(hidden_dim, self.detector, gnn, splat_sigma, knn)
         self.transformer: SpatioTemporalTransformer | None = None
         if use_transformer:
             self.transformer = SpatioTemporalTransformer(
-                hidden_dim,
-                transformer_layers,
-                transformer_heads,
-                patch_size,
-                dropout=dropout,
+                hidden_dim, transformer_layers, transformer_heads, patch_size, dropout=dropout,
                 unembed="upsample",
-            )
+            )  # fmt: skip
         self.decoder = SeedDecoder(hidden_dim, output_frames, physics=use_physics)
 
     def encode(self, inputs: dict[str, Tensor], mask: Tensor) -> Tensor:
