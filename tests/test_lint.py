@@ -1,7 +1,9 @@
-"""Static checks run in CI: ruff, mypy, snakefmt and `snakemake --lint` (make lint)."""
+"""Static checks run in CI: ruff, mypy, snakefmt, `snakemake --lint` (make lint) and the
+60-line limit on functions."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -34,12 +36,32 @@ def test_ruff_format() -> None:
     assert proc.returncode == 0, _report(proc)
 
 
+#: The house limit on a function's length (signature, docstring and body).
+MAX_FUNCTION_LINES = 60
+
+
+def _tracked_python() -> list[str]:
+    return subprocess.run(
+        ["git", "ls-files", "*.py"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+
+
+def test_no_function_is_over_60_lines() -> None:
+    """Every function and method of every tracked .py file (package, benchmarks, tests)."""
+    long = []
+    for path in _tracked_python():
+        for node in ast.walk(ast.parse((REPO / path).read_text(), path)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path}:{node.lineno} {node.name}: {lines} lines")
+    assert not long, "\n".join(long)
+
+
 def test_ruff_covers_every_python_file() -> None:
     """No exclude pattern hides a package: ruff (check and format share one file discovery)
     sees every tracked .py file, the data layer included."""
-    tracked = subprocess.run(
-        ["git", "ls-files", "*.py"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout.split()
+    tracked = _tracked_python()
     assert any(path.startswith("stormfusion/data/") for path in tracked)
     proc = _tool("ruff", "check", "--show-files", ".")
     assert proc.returncode == 0, _report(proc)
