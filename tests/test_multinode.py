@@ -82,3 +82,35 @@ def test_several_nodes_without_slurm_stop_with_one_clear_error(tmp_path: Path) -
         "with --profile profiles/slurm (this job runs outside SLURM)"
     ) in text
     assert not (work / "results" / "models" / "unet2d" / "latest.pt").exists()
+
+
+def test_nodes_that_never_meet_end_with_one_line_naming_the_rendezvous(tmp_path: Path) -> None:
+    """A launch whose torchrun fails (here: `srun` stands in and reports the rendezvous
+    timeout torchrun raises) ends the job with the line that says what to check."""
+    work = tmp_path / "work"
+    training = {"nodes": 2, "gpus": 0, "rdzv_port": 29611, "rdzv_timeout": 30}
+    write_config(work, tiny_config(training=training))
+    fake = tmp_path / "slurm-bin"
+    fake.mkdir()
+    scripts = {
+        "squeue": "echo 'nodeA,nodeB'",
+        "scontrol": "echo nodeA; echo nodeB",
+        "srun": "echo 'torch.distributed.elastic.rendezvous.api.RendezvousTimeoutError' >&2; "
+        "exit 1",
+    }
+    for name, body in scripts.items():
+        (fake / name).write_text(f"#!/bin/sh\n{body}\n")
+        (fake / name).chmod(0o755)
+    env = {**tool_env(work, extra_path=[fake]), "SLURM_JOB_ID": "4242"}
+    env.pop("SLURM_JOB_NODELIST", None)
+    proc = snakemake(work, "results/models/unet2d/best.pt", "--cores", "2", env=env, check=False)
+    assert proc.returncode != 0
+    log = work / "results" / "logs" / "train_model" / "unet2d.log"
+    text = proc.stdout + proc.stderr + (log.read_text() if log.exists() else "")
+    assert "RendezvousTimeoutError" in text
+    assert (
+        "stormfusion train: error: training on 2 nodes failed (exit 1, log above); "
+        "RendezvousTimeoutError there means the nodes did not meet at nodeA:29611 within "
+        "training.rdzv_timeout=30 s: is training.rdzv_port open between the nodes?"
+    ) in text
+    assert not (work / "results" / "models" / "unet2d" / "latest.pt").exists()
