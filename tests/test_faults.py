@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -150,11 +151,16 @@ def _file_size_limit(limit: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _faulty_folder(tmp_path: Path, fault: str) -> Iterator[tuple[Path, tuple[str, ...]]]:
-    """A folder where writing fails by ``fault``; yields it and the causes an error may name."""
+def _faulty_folder(
+    tmp_path: Path, fault: str, prepare: Callable[[Path], None] | None = None
+) -> Iterator[tuple[Path, tuple[str, ...]]]:
+    """A folder where writing fails by ``fault`` (after ``prepare`` has written into it
+    what the step reads there); yields it and the causes an error may name."""
     where = tmp_path / "faulty"
     mounted = _mount_tmpfs(where)
     try:
+        if prepare is not None:
+            prepare(where)
         if fault == "disk-full" and mounted:
             _fill(where)
             yield where, ("No space left on device",)
@@ -247,6 +253,56 @@ def test_an_unwritable_output_is_one_line_naming_path_and_cause(
     assert last.startswith(f"stormfusion {step}: error: {where}"), err
     assert any(cause in last for cause in causes), err
     assert left == []
+
+
+@pytest.fixture(scope="module")
+def persistence_scores(
+    twin: dict[str, Path], persistence_forecast: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """RESULTS/scores of the persistence run (what the report reads besides forecasts)."""
+    scores = tmp_path_factory.mktemp("results") / "scores"
+    scores.mkdir()
+    argv = STEPS["score"]({**twin, "forecast": persistence_forecast}, scores)
+    assert main(argv) == 0
+    for ext in ("csv", "json", "counts.npz"):
+        (scores / f"run.{ext}").rename(scores / f"persistence.{ext}")
+    return scores
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["disk-full", "read-only"])
+def test_a_report_into_an_unwritable_results_folder_is_one_line(
+    tmp_path: Path,
+    inputs: dict[str, Path],
+    persistence_scores: Path,
+    capsys: pytest.CaptureFixture[str],
+    fault: str,
+) -> None:
+    """The report step, whose inputs (scores, forecasts) live in the folder it writes."""
+
+    def prepare(results: Path) -> None:
+        shutil.copytree(persistence_scores, results / "scores")
+        (results / "forecasts").mkdir()
+        (results / "forecasts" / "persistence.zarr").symlink_to(inputs["forecast"])
+
+    runs = {"persistence": {"model": "persistence", "args": {}, "trainable": False}}
+    capsys.readouterr()
+    with _faulty_folder(tmp_path, fault, prepare) as (where, causes):
+        rc = main([
+            "report", "--runs", json.dumps(runs), "--results", str(where),
+            "--zarr-dir", str(inputs["zarr"]), "--windows", str(inputs["windows"]),
+            "--events-meta", str(inputs["meta"]),
+            "--config-hash", "cfg0", "--bootstrap", "0",
+        ])  # fmt: skip
+        left = _leftovers(where)
+        written = sorted(p.name for p in where.rglob("*") if p.parent.name in ("tables", "figures"))
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"stormfusion report: error: {where}"), err
+    assert any(cause in last for cause in causes), err
+    assert left == [] and written == []
 
 
 @pytest.mark.parametrize("step", ["split", "convert"])
