@@ -42,6 +42,7 @@ Call contract:
 
 from __future__ import annotations
 
+import abc
 import copy
 import functools
 import logging
@@ -94,17 +95,16 @@ def _on(
     return torch.empty(0, dtype=dtype).set_(storage, offset // itemsize, shape, strides)
 
 
-class _Slot:
-    """One reusable buffer of ``capacity`` bytes, private to this process."""
+class _Slot(abc.ABC):
+    """One reusable buffer of ``capacity`` bytes."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.in_use_here = False
-        self._buffer = np.empty(capacity, dtype=np.uint8)
 
+    @abc.abstractmethod
     def _payload(self) -> np.ndarray:
-        """A fresh array object on the slot's payload (one per use)."""
-        return self._buffer[:]
+        """A fresh uint8 array object on the slot's payload (one per use)."""
 
     def free(self) -> bool:
         """No tensor on the slot is alive."""
@@ -119,17 +119,31 @@ class _Slot:
         self.in_use_here = True
         return storage
 
+    @abc.abstractmethod
     def close(self) -> None:
-        """Let go of the buffer (only of a free slot)."""
+        """Let go of the slot's memory (only of a free slot)."""
+
+
+class _PrivateSlot(_Slot):
+    """A slot in this process's own memory."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__(capacity)
+        self._buffer = np.empty(capacity, dtype=np.uint8)
+
+    def _payload(self) -> np.ndarray:
+        return self._buffer[:]
+
+    def close(self) -> None:
+        """Nothing to do: the buffer goes with the slot."""
 
 
 class _SharedSlot(_Slot):
-    """One reusable ``memfd`` buffer of a DataLoader worker, mapped once, lent to the
-    main process with each batch."""
+    """A ``memfd`` slot of a DataLoader worker, mapped once, lent to the main process with
+    each batch; byte 0 of its header is the lease flag."""
 
     def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.in_use_here = False
+        super().__init__(capacity)
         self.size = HEADER_BYTES + capacity
         self.fd = os.memfd_create("stormfusion-batch", os.MFD_CLOEXEC)
         try:
@@ -169,7 +183,7 @@ class SlotPool:
         fits = [s for s in self.slots if s.capacity >= nbytes and s.free()]
         slot = min(fits, key=lambda s: s.capacity) if fits else None
         if slot is None:
-            slot = _SharedSlot(nbytes) if self.shared else _Slot(nbytes)
+            slot = _SharedSlot(nbytes) if self.shared else _PrivateSlot(nbytes)
             self.slots.append(slot)
             logger.debug("process %d: slot %d, %d bytes", self.pid, len(self.slots), nbytes)
         idle = [s for s in self.slots if s is not slot and s.free()]
