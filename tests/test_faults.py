@@ -232,6 +232,15 @@ def _leftovers(where: Path) -> list[str]:
     return sorted(p.name for p in where.rglob("*") if ".tmp-" in p.name)
 
 
+def _one_line_naming(err: str, rc: int, step: str, where: Path, causes: tuple[str, ...]) -> None:
+    """Exit 1 and, last on stderr, one line naming the folder and one of ``causes``."""
+    assert rc == 1, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"stormfusion {step}: error: {where}"), err
+    assert any(cause in last for cause in causes), err
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fault", ["disk-full", "read-only"])
 @pytest.mark.parametrize("step", sorted(STEPS))
@@ -246,12 +255,7 @@ def test_an_unwritable_output_is_one_line_naming_path_and_cause(
     with _faulty_folder(tmp_path, fault) as (where, causes):
         rc = main(STEPS[step](inputs, where))
         left = _leftovers(where)
-    err = capsys.readouterr().err
-    assert rc == 1, err
-    assert "Traceback" not in err
-    last = err.strip().splitlines()[-1]
-    assert last.startswith(f"stormfusion {step}: error: {where}"), err
-    assert any(cause in last for cause in causes), err
+    _one_line_naming(capsys.readouterr().err, rc, step, where, causes)
     assert left == []
 
 
@@ -296,12 +300,7 @@ def test_a_report_into_an_unwritable_results_folder_is_one_line(
         ])  # fmt: skip
         left = _leftovers(where)
         written = sorted(p.name for p in where.rglob("*") if p.parent.name in ("tables", "figures"))
-    err = capsys.readouterr().err
-    assert rc == 1, err
-    assert "Traceback" not in err
-    last = err.strip().splitlines()[-1]
-    assert last.startswith(f"stormfusion report: error: {where}"), err
-    assert any(cause in last for cause in causes), err
+    _one_line_naming(capsys.readouterr().err, rc, "report", where, causes)
     assert left == [] and written == []
 
 
