@@ -521,9 +521,46 @@ def test_sigterm_ends_a_step_and_removes_its_temporary(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
-    assert err.strip().splitlines()[-1] == "stormfusion convert: terminated"
+    assert err.strip().splitlines()[-1] == "stormfusion convert: terminated", err
     assert "Traceback" not in err
     assert not out.exists() and not list(out.parent.glob(".vil.zarr.tmp-*"))
+
+
+#: convert, terminated while one of its main-thread frames holds a coroutine it has not
+#: awaited yet (as zarr's synchronous calls do when SIGTERM lands between making the
+#: coroutine and handing it to zarr's event loop).
+_TERMINATED_MID_CALL = """
+import os, signal, sys, time
+import stormfusion.data.convert as c
+from stormfusion.cli import main
+async def work():
+    return None
+def compute(graph, workers):
+    pending = work()
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(60)
+c._compute = compute
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_step_terminated_mid_call_prints_only_its_line(tmp_path: Path) -> None:
+    twin = make_twin(tmp_path / "raw", n_events=2, size=16)
+    out = tmp_path / "zarr" / "vil.zarr"
+    argv = ["convert", "--events", str(twin.events_csv), "--data-root", str(twin.root)]
+    argv += ["--modality", "vil", "--out", str(out), "--workers", "1"]
+    proc = subprocess.run(
+        [sys.executable, "-c", _TERMINATED_MID_CALL, *argv],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 143, proc.stderr
+    tail = proc.stderr.split("stormfusion convert: terminated\n", 1)
+    assert len(tail) == 2 and tail[1] == "", proc.stderr  # nothing after the line
+    assert "never awaited" not in proc.stderr
 
 
 def test_the_config_hash_option_reaches_provenance(

@@ -21,11 +21,14 @@ way out (:func:`stormfusion.io.atomic_path`).
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import signal
 import sys
 import threading
+import traceback
+import warnings
 from collections.abc import Sequence
 from types import FrameType, ModuleType
 from typing import Any
@@ -150,6 +153,16 @@ def _os_error_line(exc: OSError, args: argparse.Namespace | None) -> str:
     return describe_os_error(exc)
 
 
+def _release_quietly(exc: BaseException) -> None:
+    """Free the interrupted step's frames now, with warnings off while they go: a library
+    stopped mid-call warns about its half-done work as it is freed (zarr: "coroutine ...
+    was never awaited"), noise after the one line an interrupted step prints."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traceback.clear_frames(exc.__traceback__)
+        gc.collect()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``stormfusion`` console script; returns the exit status.
 
@@ -171,10 +184,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.debug("where the error was raised", exc_info=True)  # --log-level DEBUG
         sys.stderr.write(f"{name}: error: {_os_error_line(exc, args)}\n")
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        _release_quietly(exc)
         sys.stderr.write(f"{name}: interrupted\n")
         return 130
-    except Terminated:
+    except Terminated as exc:
+        _release_quietly(exc)
         sys.stderr.write(f"{name}: terminated\n")
         return 143
     finally:
