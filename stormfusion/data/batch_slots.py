@@ -88,11 +88,10 @@ def _on(
     storage: torch.UntypedStorage, offset: int, dtype: torch.dtype, shape: tuple[int, ...]
 ) -> torch.Tensor:
     """The contiguous tensor of ``dtype`` and ``shape`` at byte ``offset`` of ``storage``."""
-    itemsize = torch.empty(0, dtype=dtype).element_size()
-    strides = [1] * len(shape)
-    for i in range(len(shape) - 2, -1, -1):
-        strides[i] = strides[i + 1] * shape[i + 1]
-    return torch.empty(0, dtype=dtype).set_(storage, offset // itemsize, shape, strides)
+    flat = torch.empty(0, dtype=dtype).set_(
+        storage, offset // dtype.itemsize, (math.prod(shape),), (1,)
+    )
+    return flat.view(shape)
 
 
 class _Slot(abc.ABC):
@@ -152,6 +151,10 @@ class _SharedSlot(_Slot):
         except OSError:
             os.close(self.fd)
             raise
+        #: the payload's first byte in this process (tensors on the slot start from it)
+        self.address = int(
+            np.frombuffer(self.mm, np.uint8, count=1, offset=HEADER_BYTES).ctypes.data
+        )
 
     def _payload(self) -> np.ndarray:
         return np.frombuffer(self.mm, dtype=np.uint8, offset=HEADER_BYTES)
@@ -159,10 +162,6 @@ class _SharedSlot(_Slot):
     def free(self) -> bool:
         """No tensor of this process and none of a receiving process is on the slot."""
         return not self.in_use_here and self.mm[0] == _FREE
-
-    def payload_address(self) -> int:
-        """The address of the payload's first byte in this process."""
-        return int(np.frombuffer(self.mm, np.uint8, count=1, offset=HEADER_BYTES).ctypes.data)
 
     def close(self) -> None:
         self.mm.close()
@@ -233,7 +232,7 @@ def allocate(specs: TensorSpecs) -> tuple[dict[str, torch.Tensor], Lease | None]
     end = 0
     for name, (shape, dtype) in specs.items():
         offsets[name] = end
-        nbytes = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+        nbytes = math.prod(shape) * dtype.itemsize
         end += -(-nbytes // ALIGN_BYTES) * ALIGN_BYTES
     slot = _pool(in_worker).slot(max(end, ALIGN_BYTES))
     storage = slot.storage()
@@ -282,7 +281,7 @@ class SharedBatch(dict[str, Any]):
         self._slot = slot
 
     def __reduce__(self) -> tuple[Any, ...]:
-        encoded = _encode(dict(self), self._slot.payload_address())
+        encoded = _encode(self, self._slot.address)
         self._slot.mm[0] = _LEASED  # until the receiver's last tensor on it dies
         return _rebuild, (DupFd(self._slot.fd), self._slot.size, encoded)
 
