@@ -63,10 +63,13 @@ def _check(batch: dict[str, Any]) -> None:
             assert torch.equal(batch["data"][k][i], v), (k, index)
 
 
+def _as_is(batch: Any) -> Any:
+    """The batch the dataset's batched fetch built (a module function: spawn pickles it)."""
+    return batch
+
+
 def _loader(workers: int, batch_size: int = 3) -> DataLoader[Any]:
-    return DataLoader(
-        _Numbered(), batch_size=batch_size, num_workers=workers, collate_fn=lambda b: b
-    )
+    return DataLoader(_Numbered(), batch_size=batch_size, num_workers=workers, collate_fn=_as_is)
 
 
 def test_outside_workers_slots_are_private_and_reused_once_free() -> None:
@@ -181,7 +184,3 @@ def test_spawned_workers_hand_over_slots_too() -> None:
     assert len(batches) == 18
     for batch in batches:
         _check(batch)
-
-
-def _as_is(batch: Any) -> Any:
-    return batch
